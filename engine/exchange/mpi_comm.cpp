@@ -1,0 +1,128 @@
+#include "exchange/mpi_comm.hpp"
+
+#include <climits>
+#include <exception>
+
+#include "common/error.hpp"
+
+namespace m2h::exchange {
+namespace {
+
+void check(int code, const char* what) {
+    if (code != MPI_SUCCESS) {
+        char text[MPI_MAX_ERROR_STRING];
+        int len = 0;
+        MPI_Error_string(code, text, &len);
+        throw Error("MPI", std::string(what) + " failed: " + std::string(text, static_cast<std::size_t>(len)));
+    }
+}
+
+int to_int(std::uint64_t n, const char* what) {
+    if (n > static_cast<std::uint64_t>(INT_MAX)) throw Error("MPI", std::string(what) + " larger than INT_MAX bytes");
+    return static_cast<int>(n);
+}
+
+}  // namespace
+
+MpiSession::MpiSession(int* argc, char*** argv) {
+    int provided = 0;
+    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+}
+
+MpiSession::~MpiSession() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+}
+
+Comm::Comm() {
+    check(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
+    // Errors come back as codes and become exceptions, so collective() can report them once.
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+}
+
+Comm::~Comm() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
+}
+
+void Comm::barrier() const { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+
+void Comm::broadcast(std::vector<std::byte>& bytes, int root) const {
+    std::uint64_t n = bytes.size();
+    check(MPI_Bcast(&n, 1, MPI_UINT64_T, root, comm_), "MPI_Bcast");
+    bytes.resize(n);
+    check(MPI_Bcast(bytes.data(), to_int(n, "broadcast"), MPI_BYTE, root, comm_), "MPI_Bcast");
+}
+
+std::vector<std::vector<std::byte>> Comm::all_gather(std::span<const std::byte> mine) const {
+    const int n = to_int(mine.size(), "all_gather");
+    std::vector<int> counts(static_cast<std::size_t>(size_)), displs(static_cast<std::size_t>(size_));
+    check(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, comm_), "MPI_Allgather");
+    std::uint64_t total = 0;
+    for (int r = 0; r < size_; ++r) {
+        displs[static_cast<std::size_t>(r)] = to_int(total, "all_gather");
+        total += static_cast<std::uint64_t>(counts[static_cast<std::size_t>(r)]);
+    }
+    std::vector<std::byte> all(total);
+    check(MPI_Allgatherv(mine.data(), n, MPI_BYTE, all.data(), counts.data(), displs.data(), MPI_BYTE, comm_),
+          "MPI_Allgatherv");
+    std::vector<std::vector<std::byte>> out;
+    for (int r = 0; r < size_; ++r) {
+        const auto begin = all.begin() + displs[static_cast<std::size_t>(r)];
+        out.emplace_back(begin, begin + counts[static_cast<std::size_t>(r)]);
+    }
+    return out;
+}
+
+std::uint64_t Comm::sum(std::uint64_t x) const {
+    std::uint64_t out = 0;
+    check(MPI_Allreduce(&x, &out, 1, MPI_UINT64_T, MPI_SUM, comm_), "MPI_Allreduce");
+    return out;
+}
+
+std::uint64_t Comm::max(std::uint64_t x) const {
+    std::uint64_t out = 0;
+    check(MPI_Allreduce(&x, &out, 1, MPI_UINT64_T, MPI_MAX, comm_), "MPI_Allreduce");
+    return out;
+}
+
+int Comm::min(int x) const {
+    int out = 0;
+    check(MPI_Allreduce(&x, &out, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+    return out;
+}
+
+double Comm::max(double x) const {
+    double out = 0;
+    check(MPI_Allreduce(&x, &out, 1, MPI_DOUBLE, MPI_MAX, comm_), "MPI_Allreduce");
+    return out;
+}
+
+void Comm::all_to_all(std::span<const std::byte> send, const std::vector<int>& send_counts,
+                      const std::vector<int>& send_displs, std::span<std::byte> recv,
+                      const std::vector<int>& recv_counts, const std::vector<int>& recv_displs) const {
+    check(MPI_Alltoallv(send.data(), send_counts.data(), send_displs.data(), MPI_BYTE, recv.data(),
+                        recv_counts.data(), recv_displs.data(), MPI_BYTE, comm_),
+          "MPI_Alltoallv");
+}
+
+void Comm::abort(int code) const { MPI_Abort(comm_, code); std::terminate(); }
+
+void collective(const Comm& comm, const std::function<void()>& step) {
+    std::exception_ptr failure;
+    try {
+        step();
+    } catch (const Error&) {
+        failure = std::current_exception();
+    }
+    const int first = comm.min(failure ? comm.rank() : INT_MAX);
+    if (first == INT_MAX) return;
+    if (first == comm.rank()) std::rethrow_exception(failure);
+    throw PeerFailed{};
+}
+
+}  // namespace m2h::exchange

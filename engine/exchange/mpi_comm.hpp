@@ -1,0 +1,57 @@
+#pragma once
+// Thin RAII layer over the few MPI calls the engine makes. Counts are checked to fit an int before any call.
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <mpi.h>
+
+namespace m2h::exchange {
+
+class MpiSession {
+public:
+    MpiSession(int* argc, char*** argv);
+    ~MpiSession();
+    MpiSession(const MpiSession&) = delete;
+    MpiSession& operator=(const MpiSession&) = delete;
+};
+
+class Comm {
+public:
+    Comm();  // a duplicate of MPI_COMM_WORLD, freed on destruction
+    ~Comm();
+    Comm(const Comm&) = delete;
+    Comm& operator=(const Comm&) = delete;
+
+    int rank() const noexcept { return rank_; }
+    int size() const noexcept { return size_; }
+    void barrier() const;
+    void broadcast(std::vector<std::byte>& bytes, int root) const;  // resizes on non-roots
+    // Everyone's bytes, in rank order.
+    std::vector<std::vector<std::byte>> all_gather(std::span<const std::byte> mine) const;
+    std::uint64_t sum(std::uint64_t x) const;
+    std::uint64_t max(std::uint64_t x) const;
+    int min(int x) const;
+    double max(double x) const;
+    // Counts and displacements are in bytes and already int-sized by the plan.
+    void all_to_all(std::span<const std::byte> send, const std::vector<int>& send_counts,
+                    const std::vector<int>& send_displs, std::span<std::byte> recv, const std::vector<int>& recv_counts,
+                    const std::vector<int>& recv_displs) const;
+    [[noreturn]] void abort(int code) const;
+
+private:
+    MPI_Comm comm_ = MPI_COMM_NULL;
+    int rank_ = 0;
+    int size_ = 1;
+};
+
+// Thrown on the ranks that did not fail when another rank reported an error: they exit quietly.
+struct PeerFailed {};
+
+// Runs `step` on every rank and agrees on the outcome: if any rank threw m2h::Error, the lowest such rank
+// rethrows its error (so the message is printed once) and every other rank throws PeerFailed.
+void collective(const Comm& comm, const std::function<void()>& step);
+
+}  // namespace m2h::exchange

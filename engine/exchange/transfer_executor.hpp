@@ -1,0 +1,29 @@
+#pragma once
+// Runs a TransferPlan: per round, each rank reads its pieces straight into its send buffer (casting on the
+// way), one MPI_Alltoallv moves them to the writers, and each writer assembles its windows and writes each
+// with one positioned write. Failures on any rank stop every rank at the next round boundary.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "exchange/mpi_comm.hpp"
+#include "plan/transfer_plan.hpp"
+
+namespace m2h::exchange {
+
+struct TransferStats {
+    std::uint64_t bytes_read = 0;     // by this rank, from source files
+    std::uint64_t bytes_written = 0;  // by this rank, into output files
+};
+
+// Names the tensor copy behind a piece's tag, for error messages.
+using DescribeCopy = std::function<std::string(std::uint32_t tag)>;
+// Called on every rank after each round with the output bytes completed so far.
+using RoundDone = std::function<void(std::size_t round, std::uint64_t bytes_done)>;
+
+TransferStats execute_transfers(const Comm& comm, const plan::TransferPlan& plan, const std::vector<std::string>& sources,
+                                const std::vector<std::string>& outputs, const DescribeCopy& describe,
+                                const RoundDone& round_done);
+
+}  // namespace m2h::exchange

@@ -1,0 +1,40 @@
+#pragma once
+// RAII file descriptor with positioned, complete reads and writes. Every error names the path.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace m2h::io {
+
+class File {
+public:
+    enum class Mode { Read, ReadWrite, CreateTruncate };
+
+    File() = default;
+    File(std::string path, Mode mode);
+    File(const File&) = delete;
+    File& operator=(const File&) = delete;
+    File(File&& other) noexcept;
+    File& operator=(File&& other) noexcept;
+    ~File();
+
+    const std::string& path() const noexcept { return path_; }
+    bool is_open() const noexcept { return fd_ >= 0; }
+    std::uint64_t size() const;
+
+    // Reads exactly out.size() bytes at `offset`; a short read (file too small) is an Error naming the file.
+    void read_at(std::uint64_t offset, std::span<std::byte> out) const;
+    void write_at(std::uint64_t offset, std::span<const std::byte> data) const;
+    void truncate(std::uint64_t size) const;
+    void sync() const;
+
+private:
+    std::string path_;
+    int fd_ = -1;
+};
+
+// Reads a whole small file (tracker files, metadata.json, assets).
+std::string read_text_file(const std::string& path);
+
+}  // namespace m2h::io

@@ -1,0 +1,113 @@
+#include "model/model_spec.hpp"
+
+#include "common/error.hpp"
+
+namespace m2h::model {
+namespace {
+
+using nlohmann::json;
+
+// Namespace attributes may be absent or None in older or newer Megatron versions.
+const json* arg(const json& args, const char* name) {
+    auto it = args.find(name);
+    if (it == args.end() || it->is_null()) return nullptr;
+    return &*it;
+}
+
+bool flag(const json& args, const char* name) {
+    const json* v = arg(args, name);
+    return v && v->is_boolean() && v->get<bool>();
+}
+
+std::uint64_t positive(const json& args, const char* name, const std::string& source) {
+    const json* v = arg(args, name);
+    if (!v || !v->is_number_integer() || v->get<std::int64_t>() <= 0)
+        throw Error(source, std::string("args: `") + name + "` is missing or not a positive integer");
+    return v->get<std::uint64_t>();
+}
+
+std::uint64_t positive_or(const json& args, const char* name, std::uint64_t fallback, const std::string& source) {
+    return arg(args, name) ? positive(args, name, source) : fallback;
+}
+
+void require(bool ok, const std::string& source, const std::string& what) {
+    if (!ok) throw Error(source, "unsupported model: " + what);
+}
+
+}  // namespace
+
+std::string_view arch_name(Arch a) { return a == Arch::OpenSci ? "opensci" : "llama"; }
+
+ModelSpec model_spec_from_args(const json& args, const ModelOptions& options, const std::string& source) {
+    if (!args.is_object()) throw Error(source, "args are missing from the checkpoint");
+    ModelSpec s;
+    s.num_layers = positive(args, "num_layers", source);
+    s.hidden_size = positive(args, "hidden_size", source);
+    s.num_heads = positive(args, "num_attention_heads", source);
+    s.num_query_groups =
+        flag(args, "group_query_attention") ? positive(args, "num_query_groups", source) : s.num_heads;
+    if (options.num_key_value_heads) s.num_query_groups = *options.num_key_value_heads;
+    s.head_dim = positive_or(args, "kv_channels", s.hidden_size / s.num_heads, source);
+    s.ffn_hidden_size = positive(args, "ffn_hidden_size", source);
+    s.padded_vocab_size = positive(args, "padded_vocab_size", source);
+    s.tp = static_cast<int>(positive_or(args, "tensor_model_parallel_size", 1, source));
+    s.pp = static_cast<int>(positive_or(args, "pipeline_model_parallel_size", 1, source));
+    s.vpp = static_cast<int>(positive_or(args, "virtual_pipeline_model_parallel_size", 1, source));
+    if (!arg(args, "virtual_pipeline_model_parallel_size") && arg(args, "num_layers_per_virtual_pipeline_stage"))
+        s.vpp = static_cast<int>(s.num_layers / s.pp /
+                                 positive(args, "num_layers_per_virtual_pipeline_stage", source));
+
+    require(s.num_heads % s.num_query_groups == 0, source,
+            "num_attention_heads " + std::to_string(s.num_heads) + " is not a multiple of the " +
+                std::to_string(s.num_query_groups) + " query groups");
+    if (const json* v = arg(args, "position_embedding_type"))
+        require(*v == "rope", source, "position_embedding_type " + v->dump() + " (only rope maps to HF)");
+    if (const json* v = arg(args, "normalization"))
+        require(*v == "RMSNorm", source, "normalization " + v->dump() + " (only RMSNorm maps to HF)");
+    require(flag(args, "swiglu"), source, "a non-gated MLP (swiglu is off)");
+    require(!flag(args, "rotary_interleaved"), source, "rotary_interleaved");
+    if (const json* v = arg(args, "rotary_percent"))
+        require(v->get<double>() == 1.0, source, "rotary_percent " + v->dump() + " (partial rotary)");
+    require(!flag(args, "apply_layernorm_1p"), source, "apply_layernorm_1p (zero-centred norm weights)");
+    require(!flag(args, "multi_latent_attention"), source, "multi_latent_attention");
+    require(!flag(args, "attention_output_gate"), source, "attention_output_gate");
+    if (const json* v = arg(args, "num_experts")) require(*v == 0, source, "mixture of experts (num_experts)");
+    if (const json* v = arg(args, "mtp_num_layers")) require(*v == 0, source, "multi-token prediction layers");
+    if (const json* v = arg(args, "expert_model_parallel_size")) require(*v == 1, source, "expert parallelism");
+
+    s.qk_layernorm = flag(args, "qk_layernorm");
+    s.linear_bias = flag(args, "add_bias_linear");
+    const bool qkv_bias = flag(args, "add_qkv_bias") || s.linear_bias;
+    require(qkv_bias == s.linear_bias, source,
+            "add_qkv_bias without add_bias_linear (biases on q/k/v only: the Qwen2 layout)");
+    s.tied_embeddings = !flag(args, "untie_embeddings_and_output_weights");
+    s.params_dtype = flag(args, "bf16") ? DType::BF16 : flag(args, "fp16") ? DType::F16 : DType::F32;
+    for (const char* uneven : {"num_layers_in_first_pipeline_stage", "num_layers_in_last_pipeline_stage",
+                               "pipeline_model_parallel_layout", "decoder_first_pipeline_num_layers",
+                               "decoder_last_pipeline_num_layers"})
+        if (arg(args, uneven)) s.even_pipeline = false;
+    if (flag(args, "account_for_embedding_in_pipeline_split") || flag(args, "account_for_loss_in_pipeline_split"))
+        s.even_pipeline = false;
+
+    if (options.arch == "auto") {
+        if (s.qk_layernorm && s.linear_bias)
+            s.arch = Arch::OpenSci;
+        else if (!s.qk_layernorm && !s.linear_bias)
+            s.arch = Arch::Llama;
+        else
+            throw Error(source, std::string("--arch auto cannot map this model: ") +
+                                    (s.qk_layernorm ? "qk_layernorm without linear biases"
+                                                    : "linear biases without qk_layernorm") +
+                                    "; pass --arch opensci to write an Open-Sci model with these flags");
+    } else if (options.arch == "opensci") {
+        s.arch = Arch::OpenSci;
+    } else if (options.arch == "llama") {
+        s.arch = Arch::Llama;
+        require(!s.qk_layernorm, source, "qk_layernorm (Llama has no q/k norms; use --arch opensci)");
+    } else {
+        throw Error("--arch", "unknown architecture '" + options.arch + "' (expected auto, opensci or llama)");
+    }
+    return s;
+}
+
+}  // namespace m2h::model

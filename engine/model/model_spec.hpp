@@ -1,0 +1,46 @@
+#pragma once
+// The model as the converter needs it, decided from the saved Megatron args: sizes, parallel layout,
+// optional tensors, and the Hugging Face architecture. Pure; rejects what it cannot map faithfully.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/dtype.hpp"
+
+namespace m2h::model {
+
+enum class Arch { OpenSci, Llama };
+std::string_view arch_name(Arch a);
+
+struct ModelSpec {
+    Arch arch = Arch::Llama;
+    std::uint64_t num_layers = 0;
+    std::uint64_t hidden_size = 0;
+    std::uint64_t num_heads = 0;
+    std::uint64_t num_query_groups = 0;  // effective KV heads
+    std::uint64_t head_dim = 0;
+    std::uint64_t ffn_hidden_size = 0;
+    std::uint64_t padded_vocab_size = 0;
+    int tp = 1;
+    int pp = 1;
+    int vpp = 1;
+    bool qk_layernorm = false;
+    bool linear_bias = false;   // add_bias_linear: biases on qkv, proj, fc1, fc2
+    bool tied_embeddings = true;
+    DType params_dtype = DType::F32;
+    bool even_pipeline = true;  // no uneven-pipeline args: layer offsets must follow the even formula
+    std::uint64_t heads_per_group() const { return num_heads / num_query_groups; }
+    std::uint64_t qkv_rows() const { return (num_heads + 2 * num_query_groups) * head_dim; }
+};
+
+struct ModelOptions {
+    std::string arch = "auto";                       // auto | opensci | llama
+    std::optional<std::uint64_t> num_key_value_heads; // override of the KV-head rule
+};
+
+// Throws m2h::Error (where = `source`, the file the args came from) naming the unsupported feature.
+ModelSpec model_spec_from_args(const nlohmann::json& args, const ModelOptions& options, const std::string& source);
+
+}  // namespace m2h::model

@@ -1,0 +1,37 @@
+#pragma once
+// One conversion, stage by stage: discover -> index -> plan -> move -> finish. Every stage that can fail on
+// some ranks only runs under exchange::collective, so all ranks stop together and the error prints once.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "common/dtype.hpp"
+#include "exchange/mpi_comm.hpp"
+
+namespace m2h::pipeline {
+
+struct ConvertOptions {
+    std::string input;
+    std::string output;
+    std::string iteration = "latest";
+    std::string arch = "auto";
+    std::optional<DType> dtype;                      // nullopt: source
+    std::uint64_t max_shard_size = 5'000'000'000ull;
+    std::uint64_t memory_budget = 1ull << 30;        // per rank, for round buffers
+    std::string assets;
+    std::optional<std::uint64_t> num_key_value_heads;
+    std::optional<std::uint64_t> vocab_size;
+    bool overwrite = false;
+};
+
+struct ConvertSummary {
+    std::uint64_t tensors = 0;
+    std::uint64_t bytes_written = 0;  // tensor data, all ranks
+    std::uint64_t bytes_read = 0;     // tensor data read from the checkpoint, all ranks
+    std::uint64_t model_bytes = 0;    // source model tensors' bytes that the plan needs
+    double seconds = 0;
+};
+
+ConvertSummary convert(const exchange::Comm& comm, const ConvertOptions& options);
+
+}  // namespace m2h::pipeline

@@ -1,0 +1,21 @@
+#pragma once
+// Pure: the whole conversion as data. Source index + tensor mapping + output layout -> byte-level transfers.
+#include <cstdint>
+
+#include "model/tensor_mapping.hpp"
+#include "plan/safetensors_layout.hpp"
+#include "plan/source_index.hpp"
+#include "plan/transfer_plan.hpp"
+
+namespace m2h::plan {
+
+struct ConversionPlan {
+    OutputLayout layout;
+    TransferPlan transfers;
+    std::uint64_t source_bytes = 0;  // bytes the readers read (model tensors only)
+};
+
+ConversionPlan make_conversion_plan(const SourceIndex& index, const model::Mapping& mapping,
+                                    std::uint64_t max_shard_size, const PlanLimits& limits);
+
+}  // namespace m2h::plan
