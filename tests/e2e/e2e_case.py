@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""One end-to-end case: make a Megatron checkpoint with real torch.save, convert it with megatron2hf under
+mpirun, then check the output independently (tensors against the global truth, config fields, and a forward
+pass written from Megatron's conventions against one written from Hugging Face's).
+
+With --expect-error, the checkpoint is first damaged (--mutate) and the case checks that every rank exits
+non-zero, that exactly one error line names the problem, and that no output folder is left behind."""
+import argparse
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(os.path.dirname(HERE))
+PY = "/usr/bin/python3"
+
+
+def run(cmd, **kw):
+    print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
+    return subprocess.run(cmd, **kw)
+
+
+def mpirun(ranks, engine, args, timeout):
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    cmd = ["mpirun", "-np", str(ranks), "--oversubscribe", engine] + args
+    start = time.time()
+    p = run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    print(p.stdout, end="")
+    print(p.stderr, end="", file=sys.stderr)
+    print(f"(engine exit {p.returncode} after {time.time() - start:.1f}s)")
+    return p
+
+
+def mutate(checkpoint, spec):
+    kind, _, rest = spec.partition(":")
+    if kind == "delete":
+        os.remove(os.path.join(checkpoint, rest))
+    elif kind == "truncate":
+        rel, _, size = rest.rpartition(":")
+        path = os.path.join(checkpoint, rel)
+        n = int(size)
+        with open(path, "r+b") as f:
+            f.truncate(n if n >= 0 else os.path.getsize(path) + n)
+    elif kind == "flip":
+        rel, _, offset = rest.rpartition(":")
+        path = os.path.join(checkpoint, rel)
+        off = int(offset)
+        with open(path, "r+b") as f:
+            f.seek(off if off >= 0 else os.path.getsize(path) + off)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0xFF]))
+    elif kind in ("shrink", "arg"):
+        # Rewritten with real torch.save: a tensor one row short, or one saved argument changed.
+        import glob
+        import torch
+        rel, _, what = rest.partition(":")
+        for path in sorted(glob.glob(os.path.join(checkpoint, rel))):
+            sd = torch.load(path, map_location="cpu")
+            if kind == "shrink":
+                for key in [k for k in sd if k.startswith("model")]:
+                    if what in sd[key]:
+                        sd[key][what] = sd[key][what][1:].clone()
+            else:
+                name, _, value = what.partition("=")
+                setattr(sd["args"], name, eval(value, {}))
+            torch.save(sd, path)
+    elif kind == "copy":
+        src, _, dst = rest.partition(":")
+        shutil.copyfile(os.path.join(checkpoint, src), os.path.join(checkpoint, dst))
+    else:
+        raise SystemExit(f"unknown mutation {spec}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--engine", required=True)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--fixture", default="", help="arguments for tests/fixtures/megatron_fixture.py")
+    ap.add_argument("--engine-args", default="", help="extra megatron2hf arguments")
+    ap.add_argument("--check-args", default="", help="extra check_hf_output.py arguments")
+    ap.add_argument("--iteration", default="latest")
+    ap.add_argument("--no-forward", action="store_true")
+    ap.add_argument("--mutate", action="append", default=[], help="delete:REL | truncate:REL:BYTES | flip:REL:OFFSET | shrink:GLOB:KEY | arg:GLOB:NAME=VALUE | copy:SRC:DST")
+    ap.add_argument("--expect-error", help="regex the single error line must match")
+    ap.add_argument("--timeout", type=int, default=120)
+    a = ap.parse_args()
+
+    work = os.path.join(a.workdir, a.name)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    r = run([PY, os.path.join(SRC, "tests/fixtures/megatron_fixture.py"), "--out", work] + shlex.split(a.fixture))
+    if r.returncode:
+        return 1
+    checkpoint = os.path.join(work, "checkpoint")
+    with open(os.path.join(checkpoint, "latest_checkpointed_iteration.txt")) as f:
+        latest = f.read().strip()
+    it = latest if a.iteration == "latest" else a.iteration
+    iter_name = "release" if it == "release" else f"iter_{int(it):07d}"
+    for m in a.mutate:
+        mutate(checkpoint, m.replace("{iter}", iter_name))
+
+    out = os.path.join(work, "hf", iter_name)
+    args = ["--input", checkpoint, "--output", out, "--iteration", a.iteration] + shlex.split(a.engine_args)
+    p = mpirun(a.ranks, a.engine, args, a.timeout)
+
+    if a.expect_error:
+        errors = [l for l in p.stderr.splitlines() if l.startswith("megatron2hf: error:")]
+        problems = []
+        if p.returncode == 0:
+            problems.append("the engine exited 0")
+        if len(errors) != 1:
+            problems.append(f"expected exactly one error line, got {len(errors)}")
+        elif not re.search(a.expect_error, errors[0]):
+            problems.append(f"error line does not match /{a.expect_error}/: {errors[0]}")
+        if "internal error" in p.stderr or "Segmentation" in p.stderr or "signal" in p.stderr.lower():
+            problems.append("crash or internal error reported")
+        leftovers = [n for n in os.listdir(os.path.dirname(out))] if os.path.isdir(os.path.dirname(out)) else []
+        if leftovers:
+            problems.append(f"output left behind: {leftovers}")
+        for pr in problems:
+            print("FAIL:", pr)
+        return 1 if problems else 0
+
+    if p.returncode:
+        print("FAIL: the engine failed")
+        return 1
+    expected = os.path.join(work, "expected", iter_name)
+    r = run([PY, os.path.join(SRC, "tests/e2e/check_hf_output.py"), "--output", out, "--expected", expected]
+            + shlex.split(a.check_args))
+    if r.returncode:
+        return 1
+    if not a.no_forward:
+        r = run([PY, os.path.join(SRC, "tests/e2e/forward_equivalence.py"), "--megatron",
+                 os.path.join(checkpoint, iter_name), "--hf", out])
+        if r.returncode:
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
