@@ -88,6 +88,9 @@ def main():
     ap.add_argument("--check-args", default="", help="extra check_hf_output.py arguments")
     ap.add_argument("--iteration", default="latest")
     ap.add_argument("--no-forward", action="store_true")
+    ap.add_argument("--swap-check", action="store_true",
+                    help="also show the forward test fails on the output with gate/up or q/k swapped")
+    ap.add_argument("--assets", action="store_true", help="pass an --assets folder and check its files are copied")
     ap.add_argument("--mutate", action="append", default=[], help="delete:REL | truncate:REL:BYTES | flip:REL:OFFSET | shrink:GLOB:KEY | arg:GLOB:NAME=VALUE | copy:SRC:DST")
     ap.add_argument("--expect-error", help="regex the single error line must match")
     ap.add_argument("--timeout", type=int, default=120)
@@ -109,6 +112,16 @@ def main():
 
     out = os.path.join(work, "hf", iter_name)
     args = ["--input", checkpoint, "--output", out, "--iteration", a.iteration] + shlex.split(a.engine_args)
+    assets = {}
+    if a.assets:
+        adir = os.path.join(work, "assets")
+        os.makedirs(adir)
+        assets = {"modeling_opensci.py": b"# modeling code\n", "configuration_opensci.py": b"# config code\n",
+                  "tokenizer.json": b'{"version": "1.0"}', "special_tokens_map.json": b"{}"}
+        for name, data in assets.items():
+            with open(os.path.join(adir, name), "wb") as f:
+                f.write(data)
+        args += ["--assets", adir]
     p = mpirun(a.ranks, a.engine, args, a.timeout)
 
     if a.expect_error:
@@ -137,11 +150,20 @@ def main():
             + shlex.split(a.check_args))
     if r.returncode:
         return 1
-    if not a.no_forward:
-        r = run([PY, os.path.join(SRC, "tests/e2e/forward_equivalence.py"), "--megatron",
-                 os.path.join(checkpoint, iter_name), "--hf", out])
-        if r.returncode:
-            return 1
+    for name, data in assets.items():
+        with open(os.path.join(out, name), "rb") as f:
+            if f.read() != data:
+                print(f"FAIL: asset {name} not copied verbatim")
+                return 1
+    forward = [PY, os.path.join(SRC, "tests/e2e/forward_equivalence.py"), "--megatron",
+               os.path.join(checkpoint, iter_name), "--hf", out]
+    if not a.no_forward and run(forward).returncode:
+        return 1
+    if a.swap_check:
+        for swap in ("gate_up", "qk"):
+            if run(forward + ["--swap", swap, "--expect-mismatch"]).returncode:
+                print(f"FAIL: the forward test did not notice swapped {swap}")
+                return 1
     return 0
 
 

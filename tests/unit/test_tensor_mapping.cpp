@@ -294,3 +294,14 @@ TEST(ModelSpec, AutoArchAndUnsupportedFeatures) {
     mha["num_query_groups"] = 1;  // Megatron's default is kept in args even without GQA
     EXPECT_EQ(model_spec_from_args(mha, {}, "t").num_query_groups, 4u);
 }
+
+TEST(ModelSpec, KeyValueHeadOverrideAndDtype) {
+    auto w = make_world({});
+    auto args = w.index.args;
+    args["group_query_attention"] = false;
+    EXPECT_EQ(model_spec_from_args(args, {"auto", 2}, "t").num_query_groups, 2u);
+    EXPECT_THROW(model_spec_from_args(args, {"auto", 3}, "t"), Error);  // 4 heads do not split into 3 groups
+    args["bf16"] = true;
+    EXPECT_EQ(model_spec_from_args(args, {}, "t").params_dtype, DType::BF16);
+    EXPECT_THROW(model_spec_from_args(args, {"gpt2", std::nullopt}, "t"), Error);
+}
