@@ -22,7 +22,9 @@ nlohmann::json to_json(const SourceIndex& index) {
                            {"offset", t.offset},
                            {"tp", t.tp_rank},
                            {"pp", t.pp_rank},
-                           {"vpp", t.vpp_chunk}});
+                           {"vpp", t.vpp_chunk},
+                           {"goff", t.global_offset},
+                           {"gshape", t.global_shape}});
     return {{"format", index.format}, {"files", index.files},         {"tensors", tensors},
             {"args", index.args},     {"iteration", index.iteration}, {"skipped", index.skipped}};
 }
@@ -46,6 +48,8 @@ SourceIndex source_index_from_json(const nlohmann::json& j) {
         s.tp_rank = t.at("tp").get<int>();
         s.pp_rank = t.at("pp").get<int>();
         s.vpp_chunk = t.at("vpp").get<int>();
+        s.global_offset = t.at("goff").get<std::vector<std::uint64_t>>();
+        s.global_shape = t.at("gshape").get<std::vector<std::uint64_t>>();
         index.tensors.push_back(std::move(s));
     }
     return index;

@@ -20,6 +20,9 @@ struct SourceTensor {
     int tp_rank = 0;
     int pp_rank = 0;
     int vpp_chunk = -1;                 // -1: the state dict had a single `model` entry
+    // torch_dist only: where this stored block sits in the saved global tensor (DCP chunk offsets and size).
+    std::vector<std::uint64_t> global_offset;
+    std::vector<std::uint64_t> global_shape;
     std::uint64_t numel() const;
     std::uint64_t nbytes() const;
 };

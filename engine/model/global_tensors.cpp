@@ -1,0 +1,311 @@
+#include "model/global_tensors.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <tuple>
+#include <optional>
+
+#include "common/error.hpp"
+
+namespace m2h::model {
+namespace {
+
+using plan::SourceIndex;
+using plan::SourceTensor;
+
+enum class Split { Dim0, Dim1, Gated, Replicated };
+
+// TransformerEngine names are canonical; the local layer spec names its norms as separate modules.
+std::optional<std::pair<std::string, Split>> layer_suffix(std::string_view suffix) {
+    static const std::map<std::string_view, std::pair<std::string_view, Split>> table{
+        {"self_attention.linear_qkv.layer_norm_weight", {"self_attention.linear_qkv.layer_norm_weight", Split::Replicated}},
+        {"input_layernorm.weight", {"self_attention.linear_qkv.layer_norm_weight", Split::Replicated}},
+        {"self_attention.linear_qkv.weight", {"self_attention.linear_qkv.weight", Split::Dim0}},
+        {"self_attention.linear_qkv.bias", {"self_attention.linear_qkv.bias", Split::Dim0}},
+        {"self_attention.q_layernorm.weight", {"self_attention.q_layernorm.weight", Split::Replicated}},
+        {"self_attention.k_layernorm.weight", {"self_attention.k_layernorm.weight", Split::Replicated}},
+        {"self_attention.linear_proj.weight", {"self_attention.linear_proj.weight", Split::Dim1}},
+        {"self_attention.linear_proj.bias", {"self_attention.linear_proj.bias", Split::Replicated}},
+        {"mlp.linear_fc1.layer_norm_weight", {"mlp.linear_fc1.layer_norm_weight", Split::Replicated}},
+        {"pre_mlp_layernorm.weight", {"mlp.linear_fc1.layer_norm_weight", Split::Replicated}},
+        {"mlp.linear_fc1.weight", {"mlp.linear_fc1.weight", Split::Gated}},
+        {"mlp.linear_fc1.bias", {"mlp.linear_fc1.bias", Split::Gated}},
+        {"mlp.linear_fc2.weight", {"mlp.linear_fc2.weight", Split::Dim1}},
+        {"mlp.linear_fc2.bias", {"mlp.linear_fc2.bias", Split::Replicated}},
+    };
+    auto it = table.find(suffix);
+    if (it == table.end()) return std::nullopt;
+    return std::pair{std::string(it->second.first), it->second.second};
+}
+
+std::optional<std::pair<std::string, Split>> global_key(std::string_view key) {
+    if (key == "embedding.word_embeddings.weight") return std::pair{std::string(key), Split::Dim0};
+    if (key == "output_layer.weight") return std::pair{std::string(key), Split::Dim0};
+    if (key == "decoder.final_layernorm.weight" || key == "decoder.final_norm.weight")
+        return std::pair{std::string("decoder.final_layernorm.weight"), Split::Replicated};
+    return std::nullopt;
+}
+
+constexpr std::string_view kLayers = "decoder.layers.";
+
+// "decoder.layers.<n>.<suffix>" -> (n, suffix); n is absent for torch_dist's stacked keys.
+struct LayerKey {
+    std::optional<std::int64_t> layer;
+    std::string_view suffix;
+};
+
+std::optional<LayerKey> split_layer_key(std::string_view key) {
+    if (!key.starts_with(kLayers)) return std::nullopt;
+    auto rest = key.substr(kLayers.size());
+    const auto dot = rest.find('.');
+    std::int64_t n = 0;
+    if (dot != std::string_view::npos && dot > 0) {
+        const auto [end, ec] = std::from_chars(rest.data(), rest.data() + dot, n);
+        if (ec == std::errc() && end == rest.data() + dot) return LayerKey{n, rest.substr(dot + 1)};
+    }
+    return LayerKey{std::nullopt, rest};
+}
+
+// The global shape the args imply for a canonical key (layer index removed).
+std::vector<std::uint64_t> expected_shape(const ModelSpec& s, std::string_view key) {
+    if (auto lk = split_layer_key(key)) key = lk->suffix;
+    const std::uint64_t H = s.hidden_size, F = s.ffn_hidden_size;
+    if (key == "embedding.word_embeddings.weight" || key == "output_layer.weight") return {s.padded_vocab_size, H};
+    if (key == "self_attention.linear_qkv.weight") return {s.qkv_rows(), H};
+    if (key == "self_attention.linear_qkv.bias") return {s.qkv_rows()};
+    if (key == "self_attention.q_layernorm.weight" || key == "self_attention.k_layernorm.weight") return {s.head_dim};
+    if (key == "self_attention.linear_proj.weight") return {H, s.num_heads * s.head_dim};
+    if (key == "mlp.linear_fc1.weight") return {2 * F, H};
+    if (key == "mlp.linear_fc1.bias") return {2 * F};
+    if (key == "mlp.linear_fc2.weight") return {H, F};
+    return {H};  // norms and row-parallel biases
+}
+
+std::string shape_text(const std::vector<std::uint64_t>& s) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+}
+
+std::string where(const SourceIndex& index, const SourceTensor& t) { return index.files.at(t.file) + ": " + t.key; }
+
+Error unknown(const SourceIndex& index, const SourceTensor& t) {
+    return Error(where(index, t), "unknown Megatron tensor: maps to no Hugging Face tensor (refusing to drop weights silently)");
+}
+
+std::string layer_name(std::int64_t layer, const std::string& suffix) {
+    return std::string(kLayers) + std::to_string(layer) + "." + suffix;
+}
+
+// 2-D view of a shape: [n] -> n x 1.
+std::pair<std::uint64_t, std::uint64_t> rows_cols(const std::vector<std::uint64_t>& shape, const std::string& what) {
+    if (shape.size() == 1) return {shape[0], 1};
+    if (shape.size() == 2) return {shape[0], shape[1]};
+    throw Error(what, "expected a 1-D or 2-D tensor, found " + std::to_string(shape.size()) + " dimensions");
+}
+
+class Assembler {
+public:
+    Assembler(const ModelSpec& spec, const SourceIndex& index) : s_(spec), index_(index) {}
+
+    GlobalTensors legacy() {
+        const auto offsets = layer_offsets();
+        for (std::uint32_t i = 0; i < index_.tensors.size(); ++i) {
+            const auto& t = index_.tensors[i];
+            std::optional<std::pair<std::string, Split>> role;
+            std::string key;
+            if (auto lk = split_layer_key(t.key); lk && lk->layer) {
+                role = layer_suffix(lk->suffix);
+                if (role) key = layer_name(offsets.at({std::max(t.vpp_chunk, 0), t.pp_rank}) + *lk->layer, role->first);
+            } else if ((role = global_key(t.key))) {
+                key = role->first;
+            }
+            if (!role) throw unknown(index_, t);
+            if (key == "output_layer.weight" && s_.tied_embeddings) {
+                // Megatron keeps a synchronised copy of the embedding on the last stage when PP > 1.
+                out_.ignored.push_back(where(index_, t) + " (tied to the embedding)");
+                continue;
+            }
+            check_shard_shape(t, key, role->second);
+            const auto [rows, cols] = rows_cols(t.shape, where(index_, t));
+            const auto tp = static_cast<std::uint64_t>(t.tp_rank);
+            auto& g = out_.tensors[key];
+            switch (role->second) {
+                case Split::Dim0:
+                    add(g, key, {i, 0, tp * rows, 0, rows, cols, false});
+                    break;
+                case Split::Dim1:
+                    add(g, key, {i, 0, 0, tp * cols, rows, cols, false});
+                    break;
+                case Split::Replicated:
+                    add(g, key, {i, 0, 0, 0, rows, cols, tp > 0});
+                    break;
+                case Split::Gated: {
+                    // Each rank holds [gate_r; up_r]: rows of the global [gate; up] at r*h and F + r*h.
+                    if (rows % 2) throw Error(where(index_, t), "SwiGLU fc1 shard has an odd number of rows");
+                    const std::uint64_t h = rows / 2, F = h * static_cast<std::uint64_t>(s_.tp);
+                    add(g, key, {i, 0, tp * h, 0, h, cols, false});
+                    add(g, key, {i, h * cols, F + tp * h, 0, h, cols, false});
+                    break;
+                }
+            }
+        }
+        finish();
+        return std::move(out_);
+    }
+
+    GlobalTensors torch_dist() {
+        for (std::uint32_t i = 0; i < index_.tensors.size(); ++i) {
+            const auto& t = index_.tensors[i];
+            if (t.global_offset.size() != t.shape.size() || t.global_shape.size() != t.shape.size())
+                throw Error(where(index_, t), "chunk without global offsets");
+            auto lk = split_layer_key(t.key);
+            if (lk && !lk->layer) {
+                // Stacked: [L, ...] with the layer axis first; each layer's slice is a contiguous block.
+                const auto role = layer_suffix(lk->suffix);
+                if (!role) throw unknown(index_, t);
+                if (t.global_shape[0] != s_.num_layers)
+                    throw Error(where(index_, t), "stacked layer axis of " + std::to_string(t.global_shape[0]) +
+                                                      " but args.num_layers is " + std::to_string(s_.num_layers));
+                const std::vector<std::uint64_t> inner(t.shape.begin() + 1, t.shape.end());
+                const std::vector<std::uint64_t> ginner(t.global_shape.begin() + 1, t.global_shape.end());
+                const std::vector<std::uint64_t> off(t.global_offset.begin() + 1, t.global_offset.end());
+                std::uint64_t per_layer = 1;
+                for (auto d : inner) per_layer *= d;
+                for (std::uint64_t l = 0; l < t.shape[0]; ++l)
+                    add_dcp(layer_name(static_cast<std::int64_t>(t.global_offset[0] + l), role->first), i, t, inner,
+                            ginner, off, l * per_layer);
+                continue;
+            }
+            std::optional<std::pair<std::string, Split>> role;
+            std::string key;
+            if (lk) {
+                role = layer_suffix(lk->suffix);
+                if (role) key = layer_name(*lk->layer, role->first);
+            } else if ((role = global_key(t.key))) {
+                key = role->first;
+            }
+            if (!role) throw unknown(index_, t);
+            add_dcp(key, i, t, t.shape, t.global_shape, t.global_offset, 0);
+        }
+        finish();
+        return std::move(out_);
+    }
+
+private:
+    // A TP shard holds 1/t of its global tensor along the split axis.
+    void check_shard_shape(const SourceTensor& t, const std::string& key, Split split) {
+        auto shape = expected_shape(s_, key);
+        const auto tp = static_cast<std::uint64_t>(s_.tp);
+        const std::size_t axis = split == Split::Dim1 ? 1 : 0;
+        if (split != Split::Replicated) {
+            if (shape[axis] % tp)
+                throw Error(where(index_, t), "dimension " + std::to_string(shape[axis]) +
+                                                  " is not divisible by tensor_model_parallel_size " + std::to_string(tp));
+            shape[axis] /= tp;
+        }
+        if (t.shape != shape)
+            throw Error(where(index_, t), "shape " + shape_text(t.shape) + " but the args imply " + shape_text(shape));
+    }
+
+    // The global shape comes from the args: a missing shard then shows as a gap, not a smaller tensor.
+    void add(GlobalTensor& g, const std::string& key, Chunk c) {
+        if (g.chunks.empty()) {
+            g.shape = expected_shape(s_, key);
+            std::tie(g.rows, g.cols) = rows_cols(g.shape, key);
+        }
+        g.chunks.push_back(c);
+    }
+
+    void add_dcp(const std::string& key, std::uint32_t i, const SourceTensor& t, const std::vector<std::uint64_t>& shape,
+                 const std::vector<std::uint64_t>& global_shape, const std::vector<std::uint64_t>& offset,
+                 std::uint64_t source_offset) {
+        if (global_shape != expected_shape(s_, key))
+            throw Error(where(index_, t), "global shape " + shape_text(global_shape) + " but the args imply " +
+                                              shape_text(expected_shape(s_, key)));
+        const auto [rows, cols] = rows_cols(shape, where(index_, t));
+        const auto [grows, gcols] = rows_cols(global_shape, where(index_, t));
+        auto& g = out_.tensors[key];
+        if (!g.chunks.empty() && (g.rows != grows || g.cols != gcols))
+            throw Error(where(index_, t), "global shape disagrees with another chunk of " + key);
+        g.shape = global_shape;
+        g.rows = grows;
+        g.cols = gcols;
+        g.chunks.push_back({i, source_offset, offset[0], offset.size() > 1 ? offset[1] : 0, rows, cols, false});
+    }
+
+    // Layer offset of each (chunk, stage) from the layer counts in the order the model runs them; the even-split
+    // formula must agree unless the args describe an uneven pipeline.
+    std::map<std::pair<int, int>, std::int64_t> layer_offsets() {
+        std::map<std::pair<int, int>, std::int64_t> count;
+        for (const auto& t : index_.tensors) {
+            if (t.vpp_chunk >= s_.vpp || (s_.vpp > 1 && t.vpp_chunk < 0))
+                throw Error(where(index_, t), "model chunk " + std::to_string(t.vpp_chunk) +
+                                                  " does not fit virtual_pipeline_model_parallel_size " + std::to_string(s_.vpp));
+            if (auto lk = split_layer_key(t.key); lk && lk->layer) {
+                auto& c = count[{std::max(t.vpp_chunk, 0), t.pp_rank}];
+                c = std::max(c, *lk->layer + 1);
+            }
+        }
+        std::map<std::pair<int, int>, std::int64_t> offset;
+        std::int64_t running = 0;
+        const auto L = static_cast<std::int64_t>(s_.num_layers);
+        for (int c = 0; c < s_.vpp; ++c)
+            for (int st = 0; st < s_.pp; ++st) {
+                offset[{c, st}] = running;
+                if (s_.even_pipeline && L % (s_.pp * s_.vpp) == 0) {
+                    const std::int64_t expected = c * (L / s_.vpp) + st * (L / (s_.pp * s_.vpp));
+                    if (running != expected)
+                        throw Error("pipeline layout", "layer offset of stage " + std::to_string(st) + " chunk " +
+                                                           std::to_string(c) + " is " + std::to_string(running) +
+                                                           " from the files but " + std::to_string(expected) + " from the args");
+                }
+                auto it = count.find({c, st});
+                running += it == count.end() ? 0 : it->second;
+            }
+        if (running != L)
+            throw Error("pipeline layout", "the rank files hold " + std::to_string(running) +
+                                               " transformer layers but args.num_layers is " + std::to_string(L));
+        return offset;
+    }
+
+    // Chunks that are written (not replicas) must tile their tensor: inside it, no overlaps, no gaps.
+    void finish() {
+        for (auto& [key, g] : out_.tensors) {
+            std::vector<const Chunk*> own;
+            std::uint64_t area = 0;
+            for (const auto& c : g.chunks) {
+                const auto& t = index_.tensors[c.source];
+                if (c.row0 + c.rows > g.rows || c.col0 + c.cols > g.cols)
+                    throw Error(where(index_, t), "chunk lies outside its tensor " + key);
+                if (t.dtype != index_.tensors[g.chunks.front().source].dtype)
+                    throw Error(where(index_, t), "dtype disagrees with other chunks of " + key);
+                if (c.replica) continue;
+                own.push_back(&c);
+                area += c.rows * c.cols;
+            }
+            std::sort(own.begin(), own.end(), [](auto* a, auto* b) { return std::pair(a->row0, a->col0) < std::pair(b->row0, b->col0); });
+            for (std::size_t a = 0; a < own.size(); ++a)
+                for (std::size_t b = a + 1; b < own.size() && own[b]->row0 < own[a]->row0 + own[a]->rows; ++b)
+                    if (own[b]->col0 < own[a]->col0 + own[a]->cols && own[a]->col0 < own[b]->col0 + own[b]->cols)
+                        throw Error(where(index_, index_.tensors[own[b]->source]),
+                                    "overlaps another chunk of " + key + " (duplicate tensor?)");
+            if (area != g.rows * g.cols)
+                throw Error(key, "the stored chunks cover " + std::to_string(area) + " of " +
+                                     std::to_string(g.rows * g.cols) + " elements (a shard is missing)");
+        }
+    }
+
+    const ModelSpec& s_;
+    const SourceIndex& index_;
+    GlobalTensors out_;
+};
+
+}  // namespace
+
+GlobalTensors global_tensors(const ModelSpec& spec, const plan::SourceIndex& index) {
+    Assembler a(spec, index);
+    return index.format == "torch_dist" ? a.torch_dist() : a.legacy();
+}
+
+}  // namespace m2h::model
