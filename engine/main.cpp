@@ -99,9 +99,12 @@ int main(int argc, char** argv) {
         if (comm.rank() != 0) spdlog::set_level(std::max(spdlog::get_level(), spdlog::level::warn));
         const auto s = m2h::pipeline::convert(comm, *options);
         if (comm.rank() == 0)
-            spdlog::info("done: {} tensors, {} written, {} read, {:.2f} s, {:.2f} GB/s -> {}", s.tensors,
-                         m2h::format_bytes(s.bytes_written), m2h::format_bytes(s.bytes_read), s.seconds,
-                         s.seconds > 0 ? static_cast<double>(s.bytes_written) / s.seconds / 1e9 : 0.0, options->output);
+            spdlog::info("done: {} tensors, {} bytes written, {} bytes read from disk for {} model bytes ({:.3f}x), "
+                         "{:.2f} s, {:.2f} GB/s -> {}",
+                         s.tensors, s.bytes_written, s.process_bytes_read, s.model_bytes,
+                         s.model_bytes ? static_cast<double>(s.process_bytes_read) / static_cast<double>(s.model_bytes) : 0.0,
+                         s.seconds, s.seconds > 0 ? static_cast<double>(s.bytes_written) / s.seconds / 1e9 : 0.0,
+                         options->output);
         return 0;
     } catch (const m2h::exchange::PeerFailed&) {
         return 1;  // the failing rank printed the error

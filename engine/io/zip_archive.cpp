@@ -61,10 +61,16 @@ ZipArchive::ZipArchive(const ByteSource& source) : source_(&source) {
     const std::uint64_t size = source.size();
     if (size < kEocdSize) fail("not a zip archive (only " + std::to_string(size) + " bytes)");
 
-    // The EOCD is the last record; only a comment (at most 65535 bytes) may follow it.
-    const std::uint64_t tail_len = std::min(size, kEocdSize + kMaxComment);
-    const std::uint64_t tail_start = size - tail_len;
-    const auto tail = read_bytes(source, tail_start, tail_len);
+    // The EOCD is the last record; only a comment (at most 65535 bytes) may follow it. torch writes no comment,
+    // so the last 22 bytes are tried first: reading 64 KiB per embedded archive would dwarf small DCP items.
+    std::uint64_t tail_len = kEocdSize;
+    std::uint64_t tail_start = size - tail_len;
+    auto tail = read_bytes(source, tail_start, tail_len);
+    if (le(tail, 0, 4) != kEocdSig || le(tail, 20, 2) != 0) {
+        tail_len = std::min(size, kEocdSize + kMaxComment);
+        tail_start = size - tail_len;
+        tail = read_bytes(source, tail_start, tail_len);
+    }
     std::uint64_t eocd = 0;
     bool found = false;
     for (std::uint64_t p = tail_len - kEocdSize + 1; p-- > 0;) {

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
 
 #include <nlohmann/json.hpp>
@@ -12,7 +13,9 @@
 #include "exchange/transfer_executor.hpp"
 #include "formats/checkpoint_discovery.hpp"
 #include "formats/legacy_checkpoint.hpp"
+#include "formats/torch_dist_checkpoint.hpp"
 #include "io/file.hpp"
+#include "io/process_io.hpp"
 #include "io/staging_dir.hpp"
 #include "model/hf_config.hpp"
 #include "model/model_spec.hpp"
@@ -81,6 +84,44 @@ plan::SourceIndex index_legacy(const Comm& comm, const std::string& iteration_di
     return index;
 }
 
+// Every rank parses .metadata (one file); the model chunks' embedded archives are indexed rank-strided and gathered.
+plan::SourceIndex index_torch_dist(const Comm& comm, const std::string& dir) {
+    formats::DcpMetadata metadata;
+    collective(comm, [&] { metadata = formats::read_dcp_metadata(dir); });
+    const auto chunks = formats::model_chunks(metadata);
+    plan::SourceIndex index;
+    index.format = "torch_dist";
+    std::map<std::string, std::uint32_t> file_index;
+    for (const auto& [t, c] : chunks) file_index.emplace(c->storage.relative_path, 0);
+    for (auto& [rel, i] : file_index) {
+        i = static_cast<std::uint32_t>(index.files.size());
+        index.files.push_back((fs::path(dir) / rel).string());
+    }
+    for (const auto& t : metadata.tensors)
+        if (formats::is_training_state_key(t.fqn) && t.fqn.find("_extra_state") != std::string::npos) index.skipped.push_back(t.fqn);
+    for (const auto& b : metadata.bytes)
+        if (b.fqn.find("_extra_state") != std::string::npos) index.skipped.push_back(b.fqn);
+
+    json mine = json::array();
+    collective(comm, [&] {
+        for (std::size_t i = static_cast<std::size_t>(comm.rank()); i < chunks.size(); i += static_cast<std::size_t>(comm.size())) {
+            auto s = formats::index_dcp_chunk(dir, *chunks[i].first, *chunks[i].second);
+            s.file = file_index.at(chunks[i].second->storage.relative_path);
+            mine.push_back({{"i", i}, {"t", plan::to_json(s)}});
+        }
+    });
+    index.tensors.resize(chunks.size());
+    for (const auto& bytes : comm.all_gather(to_bytes(mine)))
+        for (const auto& part : from_bytes(bytes)) index.tensors[part["i"].get<std::size_t>()] = plan::source_tensor_from_json(part["t"]);
+    const json common = from_root(comm, [&] {
+        const auto c = formats::read_common_state(dir, metadata);
+        return json{{"args", c.args}, {"iteration", c.iteration}};
+    });
+    index.args = common["args"];
+    index.iteration = common["iteration"];
+    return index;
+}
+
 void create_output_files(const plan::OutputLayout& layout, const std::string& dir) {
     for (const auto& f : layout.files) {
         io::File file((fs::path(dir) / f.name).string(), io::File::Mode::CreateTruncate);
@@ -113,12 +154,11 @@ void copy_assets(const std::string& assets, const std::string& dir) {
 ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     const auto start = Clock::now();
     const bool root = comm.rank() == 0;
+    const std::uint64_t read_before = io::process_bytes_read();
 
     // discover
     const json where = from_root(comm, [&] {
         const auto loc = formats::discover_checkpoint(options.input, options.iteration);
-        if (loc.format != "torch")
-            throw Error(loc.iteration_dir, "torch_dist checkpoints are not supported yet by this engine version");
         return json{{"dir", loc.iteration_dir}, {"format", loc.format}};
     });
     const std::string iteration_dir = where["dir"];
@@ -133,7 +173,8 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     const std::string staging_dir = staged;
 
     // index
-    const plan::SourceIndex index = index_legacy(comm, iteration_dir);
+    const plan::SourceIndex index =
+        where["format"] == "torch_dist" ? index_torch_dist(comm, iteration_dir) : index_legacy(comm, iteration_dir);
 
     // plan (pure, the same on every rank)
     model::ModelSpec spec;
@@ -198,12 +239,13 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     });
     ConvertSummary summary;
     summary.bytes_read = comm.sum(stats.bytes_read);
+    summary.process_bytes_read = comm.sum(io::process_bytes_read() - read_before);
     summary.bytes_written = comm.sum(stats.bytes_written);
     collective(comm, [&] {
         if (root) staging->commit();
     });
     summary.tensors = mapping.outputs.size();
-    summary.model_bytes = conversion.source_bytes;
+    summary.model_bytes = conversion.model_bytes;
     summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     return summary;
 }

@@ -28,6 +28,7 @@ struct ConvertSummary {
     std::uint64_t tensors = 0;
     std::uint64_t bytes_written = 0;  // tensor data, all ranks
     std::uint64_t bytes_read = 0;     // tensor data read from the checkpoint, all ranks
+    std::uint64_t process_bytes_read = 0;  // everything all ranks read (tensor data, archive headers, pickles)
     std::uint64_t model_bytes = 0;    // source model tensors' bytes that the plan needs
     double seconds = 0;
 };

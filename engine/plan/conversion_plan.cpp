@@ -39,6 +39,7 @@ ConversionPlan make_conversion_plan(const SourceIndex& index, const model::Mappi
         s.tag = static_cast<std::uint32_t>(i);
         copies.push_back(s);
         plan.source_bytes += c.rows * c.cols * ses;
+        if (!c.verify_only) plan.model_bytes += c.rows * c.cols * ses;
     }
     plan.transfers = plan_transfers(copies, regions, static_cast<std::uint32_t>(index.files.size()), limits);
     return plan;

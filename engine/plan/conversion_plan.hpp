@@ -12,7 +12,8 @@ namespace m2h::plan {
 struct ConversionPlan {
     OutputLayout layout;
     TransferPlan transfers;
-    std::uint64_t source_bytes = 0;  // bytes the readers read (model tensors only)
+    std::uint64_t source_bytes = 0;  // bytes the readers read (model tensors, replicas compared across TP included)
+    std::uint64_t model_bytes = 0;   // the model's own bytes among them
 };
 
 ConversionPlan make_conversion_plan(const SourceIndex& index, const model::Mapping& mapping,

@@ -12,19 +12,34 @@ std::uint64_t SourceTensor::numel() const {
 
 std::uint64_t SourceTensor::nbytes() const { return numel() * dtype_size(dtype); }
 
+nlohmann::json to_json(const SourceTensor& t) {
+    return {{"key", t.key},          {"dtype", std::string(safetensors_name(t.dtype))},
+            {"shape", t.shape},      {"file", t.file},
+            {"offset", t.offset},    {"tp", t.tp_rank},
+            {"pp", t.pp_rank},       {"vpp", t.vpp_chunk},
+            {"goff", t.global_offset}, {"gshape", t.global_shape}};
+}
+
+SourceTensor source_tensor_from_json(const nlohmann::json& t) {
+    SourceTensor s;
+    s.key = t.at("key").get<std::string>();
+    const auto dt = dtype_from_safetensors_name(t.at("dtype").get<std::string>());
+    if (!dt) throw Error(s.key, "unknown dtype in source index");
+    s.dtype = *dt;
+    s.shape = t.at("shape").get<std::vector<std::uint64_t>>();
+    s.file = t.at("file").get<std::uint32_t>();
+    s.offset = t.at("offset").get<std::uint64_t>();
+    s.tp_rank = t.at("tp").get<int>();
+    s.pp_rank = t.at("pp").get<int>();
+    s.vpp_chunk = t.at("vpp").get<int>();
+    s.global_offset = t.at("goff").get<std::vector<std::uint64_t>>();
+    s.global_shape = t.at("gshape").get<std::vector<std::uint64_t>>();
+    return s;
+}
+
 nlohmann::json to_json(const SourceIndex& index) {
     nlohmann::json tensors = nlohmann::json::array();
-    for (const auto& t : index.tensors)
-        tensors.push_back({{"key", t.key},
-                           {"dtype", std::string(safetensors_name(t.dtype))},
-                           {"shape", t.shape},
-                           {"file", t.file},
-                           {"offset", t.offset},
-                           {"tp", t.tp_rank},
-                           {"pp", t.pp_rank},
-                           {"vpp", t.vpp_chunk},
-                           {"goff", t.global_offset},
-                           {"gshape", t.global_shape}});
+    for (const auto& t : index.tensors) tensors.push_back(to_json(t));
     return {{"format", index.format}, {"files", index.files},         {"tensors", tensors},
             {"args", index.args},     {"iteration", index.iteration}, {"skipped", index.skipped}};
 }
@@ -36,22 +51,7 @@ SourceIndex source_index_from_json(const nlohmann::json& j) {
     index.args = j.at("args");
     index.iteration = j.at("iteration").get<std::int64_t>();
     index.skipped = j.at("skipped").get<std::vector<std::string>>();
-    for (const auto& t : j.at("tensors")) {
-        SourceTensor s;
-        s.key = t.at("key").get<std::string>();
-        const auto dt = dtype_from_safetensors_name(t.at("dtype").get<std::string>());
-        if (!dt) throw Error(s.key, "unknown dtype in source index");
-        s.dtype = *dt;
-        s.shape = t.at("shape").get<std::vector<std::uint64_t>>();
-        s.file = t.at("file").get<std::uint32_t>();
-        s.offset = t.at("offset").get<std::uint64_t>();
-        s.tp_rank = t.at("tp").get<int>();
-        s.pp_rank = t.at("pp").get<int>();
-        s.vpp_chunk = t.at("vpp").get<int>();
-        s.global_offset = t.at("goff").get<std::vector<std::uint64_t>>();
-        s.global_shape = t.at("gshape").get<std::vector<std::uint64_t>>();
-        index.tensors.push_back(std::move(s));
-    }
+    for (const auto& t : j.at("tensors")) index.tensors.push_back(source_tensor_from_json(t));
     return index;
 }
 

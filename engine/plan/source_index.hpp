@@ -36,6 +36,8 @@ struct SourceIndex {
     std::vector<std::string> skipped;   // keys deliberately not converted (extra state, tied copies), for the log
 };
 
+nlohmann::json to_json(const SourceTensor& tensor);
+SourceTensor source_tensor_from_json(const nlohmann::json& j);
 nlohmann::json to_json(const SourceIndex& index);
 SourceIndex source_index_from_json(const nlohmann::json& j);
 

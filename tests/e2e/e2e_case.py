@@ -87,6 +87,12 @@ def main():
     ap.add_argument("--engine-args", default="", help="extra megatron2hf arguments")
     ap.add_argument("--check-args", default="", help="extra check_hf_output.py arguments")
     ap.add_argument("--iteration", default="latest")
+    ap.add_argument("--source", choices=["torch", "torch_dist"], default="torch",
+                    help="which checkpoint of the fixture to convert (torch_dist needs --format both|torch_dist)")
+    ap.add_argument("--compare-legacy", action="store_true",
+                    help="also convert the fixture's legacy checkpoint and require byte-identical output files")
+    ap.add_argument("--max-read-ratio", type=float,
+                    help="bytes read from disk / model bytes, from the engine's summary line, must not exceed this")
     ap.add_argument("--no-forward", action="store_true")
     ap.add_argument("--swap-check", action="store_true",
                     help="also show the forward test fails on the output with gate/up or q/k swapped")
@@ -102,7 +108,7 @@ def main():
     r = run([PY, os.path.join(SRC, "tests/fixtures/megatron_fixture.py"), "--out", work] + shlex.split(a.fixture))
     if r.returncode:
         return 1
-    checkpoint = os.path.join(work, "checkpoint")
+    checkpoint = os.path.join(work, "checkpoint_dist" if a.source == "torch_dist" else "checkpoint")
     with open(os.path.join(checkpoint, "latest_checkpointed_iteration.txt")) as f:
         latest = f.read().strip()
     it = latest if a.iteration == "latest" else a.iteration
@@ -145,6 +151,33 @@ def main():
     if p.returncode:
         print("FAIL: the engine failed")
         return 1
+    if a.max_read_ratio:
+        m = re.search(r"(\d+) bytes read from disk for (\d+) model bytes", p.stderr + p.stdout)
+        if not m:
+            print("FAIL: no read summary in the engine's output")
+            return 1
+        ratio = int(m.group(1)) / int(m.group(2))
+        print(f"bytes read / model bytes = {ratio:.4f} (limit {a.max_read_ratio})")
+        if ratio > a.max_read_ratio:
+            print("FAIL: read too much")
+            return 1
+    if a.compare_legacy:
+        legacy_out = os.path.join(work, "hf_legacy", iter_name)
+        q = mpirun(a.ranks, a.engine, ["--input", os.path.join(work, "checkpoint"), "--output", legacy_out,
+                                       "--iteration", a.iteration] + shlex.split(a.engine_args), a.timeout)
+        if q.returncode:
+            print("FAIL: the legacy conversion failed")
+            return 1
+        names = sorted(os.listdir(out))
+        if names != sorted(os.listdir(legacy_out)):
+            print(f"FAIL: different files: {names} vs {sorted(os.listdir(legacy_out))}")
+            return 1
+        for n in names:
+            with open(os.path.join(out, n), "rb") as f1, open(os.path.join(legacy_out, n), "rb") as f2:
+                if f1.read() != f2.read():
+                    print(f"FAIL: {n} differs between the torch_dist and the legacy conversion")
+                    return 1
+        print(f"OK: byte-identical to the legacy conversion ({len(names)} files)")
     expected = os.path.join(work, "expected", iter_name)
     r = run([PY, os.path.join(SRC, "tests/e2e/check_hf_output.py"), "--output", out, "--expected", expected]
             + shlex.split(a.check_args))
@@ -155,8 +188,9 @@ def main():
             if f.read() != data:
                 print(f"FAIL: asset {name} not copied verbatim")
                 return 1
+    # The forward pass is written over legacy rank files; a torch_dist fixture made with --format both has them.
     forward = [PY, os.path.join(SRC, "tests/e2e/forward_equivalence.py"), "--megatron",
-               os.path.join(checkpoint, iter_name), "--hf", out]
+               os.path.join(work, "checkpoint", iter_name), "--hf", out]
     if not a.no_forward and run(forward).returncode:
         return 1
     if a.swap_check:

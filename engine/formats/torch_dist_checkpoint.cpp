@@ -1,0 +1,112 @@
+#include "formats/torch_dist_checkpoint.hpp"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "common/error.hpp"
+#include "formats/megatron_args.hpp"
+#include "formats/torch_archive.hpp"
+#include "io/byte_source.hpp"
+#include "io/file.hpp"
+
+namespace m2h::formats {
+namespace fs = std::filesystem;
+namespace {
+
+std::string data_path(const std::string& dir, const DcpStorage& storage, const std::string& fqn) {
+    const auto path = (fs::path(dir) / storage.relative_path).string();
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec))
+        throw Error(path, "missing data file (referenced by .metadata for " + fqn + ")");
+    return path;
+}
+
+void require_no_transforms(const DcpStorage& storage, const std::string& path, const std::string& fqn) {
+    if (!storage.transforms.empty())
+        throw Error(path + ": " + fqn, "unsupported stream transform '" + storage.transforms.front() + "'");
+}
+
+CommonState common_from_dict(const pickle::Value& common, const std::string& source) {
+    CommonState state;
+    const auto args = pickle::get(common, "args");
+    if (!args) throw Error(source, "no `args` in the common state");
+    state.args = args_to_json(*args, source);
+    if (const auto it = pickle::get(common, "iteration"); it && it->is<std::int64_t>()) state.iteration = *it->as<std::int64_t>();
+    return state;
+}
+
+}  // namespace
+
+bool is_training_state_key(std::string_view fqn) {
+    return fqn.starts_with("optimizer.") || fqn.starts_with("rng_state") || fqn.starts_with("common_state") ||
+           fqn.starts_with("rerun_state_machine") || fqn.ends_with("_extra_state") ||
+           fqn.find("_extra_state/") != std::string_view::npos;
+}
+
+std::vector<std::pair<const DcpTensor*, const DcpChunk*>> model_chunks(const DcpMetadata& metadata) {
+    std::vector<std::pair<const DcpTensor*, const DcpChunk*>> out;
+    for (const auto& t : metadata.tensors) {
+        if (is_training_state_key(t.fqn)) continue;
+        for (const auto& c : t.chunks) out.emplace_back(&t, &c);
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+        return a.first->fqn != b.first->fqn ? a.first->fqn < b.first->fqn : a.second->offsets < b.second->offsets;
+    });
+    return out;
+}
+
+plan::SourceTensor index_dcp_chunk(const std::string& dir, const DcpTensor& tensor, const DcpChunk& chunk) {
+    const auto path = data_path(dir, chunk.storage, tensor.fqn);
+    require_no_transforms(chunk.storage, path, tensor.fqn);
+    io::File file(path, io::File::Mode::Read);
+    io::FileRegion region(file, chunk.storage.offset, chunk.storage.length);
+    TorchArchive archive(region);
+    const auto root = archive.load();
+    const auto* t = root ? root->as<pickle::TensorRef>() : nullptr;
+    const std::string where = path + ": " + tensor.fqn;
+    if (!t) throw Error(where, "chunk item is a " + std::string(root ? root->kind() : "nothing") + ", expected a tensor");
+    if (t->dtype != tensor.dtype)
+        throw Error(where, "chunk dtype " + std::string(torch_name(t->dtype)) + " but .metadata says " +
+                               std::string(torch_name(tensor.dtype)));
+    std::uint64_t numel = 1, expected = 1;
+    for (auto d : t->size) numel *= d;
+    for (auto d : chunk.sizes) expected *= d;
+    if (numel != expected)
+        throw Error(where, "chunk holds " + std::to_string(numel) + " elements but .metadata says " + std::to_string(expected));
+    const auto loc = archive.tensor_location(*t, tensor.fqn);
+    plan::SourceTensor s;
+    s.key = tensor.fqn;
+    s.dtype = t->dtype;
+    s.shape = chunk.sizes;  // the data is a row-major block of the chunk's sizes
+    s.offset = *region.file_offset(loc.offset);
+    s.global_offset = chunk.offsets;
+    s.global_shape = tensor.size;
+    return s;
+}
+
+CommonState read_common_state(const std::string& dir, const DcpMetadata& metadata) {
+    const auto common_pt = (fs::path(dir) / "common.pt").string();
+    if (fs::exists(common_pt)) {
+        io::File file(common_pt, io::File::Mode::Read);
+        io::FileRegion region(file);
+        const auto root = TorchArchive(region).load();
+        if (!root) throw Error(common_pt, "empty common state");
+        return common_from_dict(*root, common_pt);
+    }
+    for (const auto& item : metadata.bytes) {
+        if (!item.fqn.starts_with("common_state")) continue;
+        const auto path = data_path(dir, item.storage, item.fqn);
+        require_no_transforms(item.storage, path, item.fqn);
+        io::File file(path, io::File::Mode::Read);
+        io::FileRegion region(file, item.storage.offset, item.storage.length);
+        const auto root = TorchArchive(region).load();
+        // Megatron saves ShardedObjects as a list: element 0 is the common state dict.
+        const auto* list = root ? root->as<pickle::List>() : nullptr;
+        if (!list || list->items.empty() || !list->items.front())
+            throw Error(path + ": " + item.fqn, "expected a list holding the common state");
+        return common_from_dict(*list->items.front(), path + ": " + item.fqn);
+    }
+    throw Error(dir, "no common.pt and no common_state item: cannot read the saved args");
+}
+
+}  // namespace m2h::formats
