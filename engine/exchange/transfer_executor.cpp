@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "common/error.hpp"
+#include "exchange/source_reader.hpp"
 #include "io/dtype_cast.hpp"
 #include "io/file.hpp"
 
@@ -17,18 +18,17 @@ using plan::TransferPlan;
 
 constexpr std::uint64_t kCastChunk = 1u << 20;  // elements converted per read when casting
 
-class OpenFiles {
+class OutputFiles {
 public:
-    OpenFiles(const std::vector<std::string>& paths, io::File::Mode mode) : paths_(paths), mode_(mode) {}
+    explicit OutputFiles(const std::vector<std::string>& paths) : paths_(paths) {}
     const io::File& get(std::uint32_t i) {
         auto& f = files_[i];
-        if (!f) f = std::make_unique<io::File>(paths_.at(i), mode_);
+        if (!f) f = std::make_unique<io::File>(paths_.at(i), io::File::Mode::ReadWrite);
         return *f;
     }
 
 private:
     const std::vector<std::string>& paths_;
-    io::File::Mode mode_;
     std::map<std::uint32_t, std::unique_ptr<io::File>> files_;
 };
 
@@ -63,10 +63,9 @@ RoundLayout layout_round(const TransferPlan& plan, const plan::Round& round, int
 
 class Executor {
 public:
-    Executor(const Comm& comm, const TransferPlan& plan, const std::vector<std::string>& sources,
-             const std::vector<std::string>& outputs, const DescribeCopy& describe)
-        : comm_(comm), plan_(plan), sources_(sources, io::File::Mode::Read),
-          outputs_(outputs, io::File::Mode::ReadWrite), describe_(describe) {}
+    Executor(const Comm& comm, const TransferPlan& plan, const std::vector<plan::SourceFile>& sources,
+             const std::vector<std::string>& outputs, const DescribeCopy& describe, std::uint64_t cache_bytes)
+        : comm_(comm), plan_(plan), sources_(sources, cache_bytes), outputs_(outputs), describe_(describe) {}
 
     TransferStats run(const RoundDone& round_done) {
         std::uint64_t done = 0;
@@ -106,14 +105,13 @@ private:
 
     // Reads a piece's source rows and stores them as output bytes (cast at the sender).
     void read_piece(const Piece& p, std::span<std::byte> out) {
-        const auto& file = sources_.get(p.src_file);
         const std::uint64_t src_row = p.src_row_bytes(), dst_row = p.dst_row_bytes();
         if (p.src_dtype == p.dst_dtype) {
             if (p.src_contiguous()) {
-                file.read_at(p.src_offset, out);
+                sources_.read_at(p.src_file, p.src_offset, out);
             } else {
                 for (std::uint64_t r = 0; r < p.rows; ++r)
-                    file.read_at(p.src_offset + r * p.src_pitch, out.subspan(r * dst_row, dst_row));
+                    sources_.read_at(p.src_file, p.src_offset + r * p.src_pitch, out.subspan(r * dst_row, dst_row));
             }
             stats_.bytes_read += p.rows * src_row;
             return;
@@ -124,7 +122,7 @@ private:
             for (std::uint64_t c = 0; c < p.cols; c += kCastChunk) {
                 const std::uint64_t n = std::min(kCastChunk, p.cols - c);
                 auto in = std::span(scratch_).first(n * ses);
-                file.read_at(p.src_offset + r * p.src_pitch + c * ses, in);
+                sources_.read_at(p.src_file, p.src_offset + r * p.src_pitch + c * ses, in);
                 io::cast(p.src_dtype, p.dst_dtype, in, out.subspan(r * dst_row + c * des, n * des));
             }
         }
@@ -160,8 +158,8 @@ private:
 
     const Comm& comm_;
     const TransferPlan& plan_;
-    OpenFiles sources_;
-    OpenFiles outputs_;
+    SourceReader sources_;
+    OutputFiles outputs_;
     const DescribeCopy& describe_;
     std::vector<std::byte> send_, recv_, window_, scratch_;
     TransferStats stats_;
@@ -169,10 +167,10 @@ private:
 
 }  // namespace
 
-TransferStats execute_transfers(const Comm& comm, const TransferPlan& plan, const std::vector<std::string>& sources,
+TransferStats execute_transfers(const Comm& comm, const TransferPlan& plan, const std::vector<plan::SourceFile>& sources,
                                 const std::vector<std::string>& outputs, const DescribeCopy& describe,
-                                const RoundDone& round_done) {
-    return Executor(comm, plan, sources, outputs, describe).run(round_done);
+                                const RoundDone& round_done, std::uint64_t cache_bytes) {
+    return Executor(comm, plan, sources, outputs, describe, cache_bytes).run(round_done);
 }
 
 }  // namespace m2h::exchange

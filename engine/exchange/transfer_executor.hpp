@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "exchange/mpi_comm.hpp"
+#include "plan/source_index.hpp"
 #include "plan/transfer_plan.hpp"
 
 namespace m2h::exchange {
@@ -22,8 +23,9 @@ using DescribeCopy = std::function<std::string(std::uint32_t tag)>;
 // Called on every rank after each round with the output bytes completed so far.
 using RoundDone = std::function<void(std::size_t round, std::uint64_t bytes_done)>;
 
-TransferStats execute_transfers(const Comm& comm, const plan::TransferPlan& plan, const std::vector<std::string>& sources,
-                                const std::vector<std::string>& outputs, const DescribeCopy& describe,
-                                const RoundDone& round_done);
+// `cache_bytes` bounds the decompressed zstd items a rank keeps.
+TransferStats execute_transfers(const Comm& comm, const plan::TransferPlan& plan,
+                                const std::vector<plan::SourceFile>& sources, const std::vector<std::string>& outputs,
+                                const DescribeCopy& describe, const RoundDone& round_done, std::uint64_t cache_bytes);
 
 }  // namespace m2h::exchange

@@ -124,7 +124,7 @@ plan::SourceIndex merge_legacy_indexes(const std::vector<LegacyRankFile>& files,
     index.format = "torch";
     index.args = parts.front().args;
     index.iteration = parts.front().iteration;
-    for (const auto& f : files) index.files.push_back(f.path);
+    for (const auto& f : files) index.files.push_back({f.path});
 
     auto size_arg = [&](const char* name) {
         const auto it = index.args.find(name);

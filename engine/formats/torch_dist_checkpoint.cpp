@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <memory>
 
 #include "common/error.hpp"
 #include "formats/megatron_args.hpp"
 #include "formats/torch_archive.hpp"
 #include "io/byte_source.hpp"
 #include "io/file.hpp"
+#include "io/zstd_item.hpp"
 
 namespace m2h::formats {
 namespace fs = std::filesystem;
@@ -21,9 +23,21 @@ std::string data_path(const std::string& dir, const DcpStorage& storage, const s
     return path;
 }
 
-void require_no_transforms(const DcpStorage& storage, const std::string& path, const std::string& fqn) {
-    if (!storage.transforms.empty())
-        throw Error(path + ": " + fqn, "unsupported stream transform '" + storage.transforms.front() + "'");
+// Only zstd is a real transform (rot13 exists for torch's own tests); several would be applied in order.
+bool is_zstd(const DcpStorage& storage, const std::string& path, const std::string& fqn) {
+    if (storage.transforms.empty()) return false;
+    if (storage.transforms.size() == 1 && storage.transforms.front().starts_with("stream.zstd/")) return true;
+    throw Error(path + ": " + fqn, "unsupported stream transform '" + storage.transforms.front() + "'");
+}
+
+constexpr std::uint64_t kMaxItemBytes = 1ull << 36;
+
+// An item's bytes as a byte source: a slice of the file, or the decompressed item.
+std::unique_ptr<io::ByteSource> item_source(const io::File& file, const DcpStorage& storage, bool zstd) {
+    if (!zstd) return std::make_unique<io::FileRegion>(file, storage.offset, storage.length);
+    return std::make_unique<io::MemorySource>(
+        io::decompress_zstd_item(file, storage.offset, storage.length, kMaxItemBytes),
+        file.path() + " [zstd item at " + std::to_string(storage.offset) + "]");
 }
 
 CommonState common_from_dict(const pickle::Value& common, const std::string& source) {
@@ -57,10 +71,10 @@ std::vector<std::pair<const DcpTensor*, const DcpChunk*>> model_chunks(const Dcp
 
 plan::SourceTensor index_dcp_chunk(const std::string& dir, const DcpTensor& tensor, const DcpChunk& chunk) {
     const auto path = data_path(dir, chunk.storage, tensor.fqn);
-    require_no_transforms(chunk.storage, path, tensor.fqn);
+    const bool zstd = is_zstd(chunk.storage, path, tensor.fqn);
     io::File file(path, io::File::Mode::Read);
-    io::FileRegion region(file, chunk.storage.offset, chunk.storage.length);
-    TorchArchive archive(region);
+    const auto region = item_source(file, chunk.storage, zstd);
+    TorchArchive archive(*region);
     const auto root = archive.load();
     const auto* t = root ? root->as<pickle::TensorRef>() : nullptr;
     const std::string where = path + ": " + tensor.fqn;
@@ -78,7 +92,8 @@ plan::SourceTensor index_dcp_chunk(const std::string& dir, const DcpTensor& tens
     s.key = tensor.fqn;
     s.dtype = t->dtype;
     s.shape = chunk.sizes;  // the data is a row-major block of the chunk's sizes
-    s.offset = *region.file_offset(loc.offset);
+    // A plain item is read in place; a zstd item's offsets are into its decompressed bytes.
+    s.offset = zstd ? loc.offset : *region->file_offset(loc.offset);
     s.global_offset = chunk.offsets;
     s.global_shape = tensor.size;
     return s;
@@ -96,10 +111,9 @@ CommonState read_common_state(const std::string& dir, const DcpMetadata& metadat
     for (const auto& item : metadata.bytes) {
         if (!item.fqn.starts_with("common_state")) continue;
         const auto path = data_path(dir, item.storage, item.fqn);
-        require_no_transforms(item.storage, path, item.fqn);
         io::File file(path, io::File::Mode::Read);
-        io::FileRegion region(file, item.storage.offset, item.storage.length);
-        const auto root = TorchArchive(region).load();
+        const auto region = item_source(file, item.storage, is_zstd(item.storage, path, item.fqn));
+        const auto root = TorchArchive(*region).load();
         // Megatron saves ShardedObjects as a list: element 0 is the common state dict.
         const auto* list = root ? root->as<pickle::List>() : nullptr;
         if (!list || list->items.empty() || !list->items.front())

@@ -87,7 +87,7 @@ std::string shape_text(const std::vector<std::uint64_t>& s) {
     return out + "]";
 }
 
-std::string where(const SourceIndex& index, const SourceTensor& t) { return index.files.at(t.file) + ": " + t.key; }
+std::string where(const SourceIndex& index, const SourceTensor& t) { return index.files.at(t.file).name() + ": " + t.key; }
 
 Error unknown(const SourceIndex& index, const SourceTensor& t) {
     return Error(where(index, t), "unknown Megatron tensor: maps to no Hugging Face tensor (refusing to drop weights silently)");

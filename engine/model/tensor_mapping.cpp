@@ -42,7 +42,7 @@ public:
         }
         for (const auto& [key, g] : global_.tensors)
             if (!consumed_.count(key))
-                throw Error(index_.files[index_.tensors[g.chunks.front().source].file] + ": " +
+                throw Error(index_.files[index_.tensors[g.chunks.front().source].file].name() + ": " +
                                 index_.tensors[g.chunks.front().source].key,
                             "maps to no Hugging Face tensor of the " + std::string(arch_name(s_.arch)) +
                                 " architecture (refusing to drop weights silently)");

@@ -91,14 +91,18 @@ plan::SourceIndex index_torch_dist(const Comm& comm, const std::string& dir) {
     const auto chunks = formats::model_chunks(metadata);
     plan::SourceIndex index;
     index.format = "torch_dist";
-    std::map<std::string, std::uint32_t> file_index;
-    for (const auto& [t, c] : chunks) file_index.emplace(c->storage.relative_path, 0);
-    for (auto& [rel, i] : file_index) {
-        i = static_cast<std::uint32_t>(index.files.size());
-        index.files.push_back((fs::path(dir) / rel).string());
+    // Plain items are read in place from their data file; a zstd item is a source of its own.
+    std::map<std::pair<std::string, std::uint64_t>, std::uint32_t> file_index;
+    auto file_key = [](const formats::DcpStorage& st) {
+        return std::pair{st.relative_path, st.transforms.empty() ? ~std::uint64_t{0} : st.offset};
+    };
+    for (const auto& [t, c] : chunks) {
+        auto [it, added] = file_index.emplace(file_key(c->storage), static_cast<std::uint32_t>(index.files.size()));
+        if (!added) continue;
+        const bool zstd = !c->storage.transforms.empty();
+        index.files.push_back({(fs::path(dir) / c->storage.relative_path).string(), zstd, zstd ? c->storage.offset : 0,
+                               zstd ? c->storage.length : 0});
     }
-    for (const auto& t : metadata.tensors)
-        if (formats::is_training_state_key(t.fqn) && t.fqn.find("_extra_state") != std::string::npos) index.skipped.push_back(t.fqn);
     for (const auto& b : metadata.bytes)
         if (b.fqn.find("_extra_state") != std::string::npos) index.skipped.push_back(b.fqn);
 
@@ -106,7 +110,7 @@ plan::SourceIndex index_torch_dist(const Comm& comm, const std::string& dir) {
     collective(comm, [&] {
         for (std::size_t i = static_cast<std::size_t>(comm.rank()); i < chunks.size(); i += static_cast<std::size_t>(comm.size())) {
             auto s = formats::index_dcp_chunk(dir, *chunks[i].first, *chunks[i].second);
-            s.file = file_index.at(chunks[i].second->storage.relative_path);
+            s.file = file_index.at(file_key(chunks[i].second->storage));
             mine.push_back({{"i", i}, {"t", plan::to_json(s)}});
         }
     });
@@ -182,7 +186,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     plan::ConversionPlan conversion;
     std::vector<std::string> outputs;
     collective(comm, [&] {
-        spec = model::model_spec_from_args(index.args, {options.arch, options.num_key_value_heads}, index.files.front());
+        spec = model::model_spec_from_args(index.args, {options.arch, options.num_key_value_heads}, index.files.front().name());
         mapping = model::map_tensors(spec, index, {options.dtype, options.vocab_size});
         plan::PlanLimits limits;
         limits.ranks = comm.size();
@@ -211,7 +215,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     auto last_log = move_start;
     const auto describe = [&](std::uint32_t tag) {
         const auto& c = mapping.copies.at(tag);
-        return index.files[index.tensors[c.src].file] + ": " + index.tensors[c.src].key + " -> " +
+        return index.files[index.tensors[c.src].file].name() + ": " + index.tensors[c.src].key + " -> " +
                mapping.outputs[c.dst].name;
     };
     const auto stats = exchange::execute_transfers(
@@ -225,7 +229,8 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
                          format_bytes(conversion.transfers.total_bytes),
                          100.0 * static_cast<double>(done) / static_cast<double>(std::max<std::uint64_t>(1, conversion.transfers.total_bytes)),
                          s > 0 ? static_cast<double>(done) / s / 1e9 : 0.0);
-        });
+        },
+        options.memory_budget / 4);
 
     // finish
     collective(comm, [&] {

@@ -4,6 +4,11 @@
 
 namespace m2h::plan {
 
+std::string SourceFile::name() const {
+    if (!zstd) return path;
+    return path + " [zstd item at " + std::to_string(item_offset) + ", " + std::to_string(item_length) + " bytes]";
+}
+
 std::uint64_t SourceTensor::numel() const {
     std::uint64_t n = 1;
     for (auto d : shape) n *= d;
@@ -40,14 +45,19 @@ SourceTensor source_tensor_from_json(const nlohmann::json& t) {
 nlohmann::json to_json(const SourceIndex& index) {
     nlohmann::json tensors = nlohmann::json::array();
     for (const auto& t : index.tensors) tensors.push_back(to_json(t));
-    return {{"format", index.format}, {"files", index.files},         {"tensors", tensors},
+    nlohmann::json files = nlohmann::json::array();
+    for (const auto& f : index.files)
+        files.push_back({{"path", f.path}, {"zstd", f.zstd}, {"offset", f.item_offset}, {"length", f.item_length}});
+    return {{"format", index.format}, {"files", files},               {"tensors", tensors},
             {"args", index.args},     {"iteration", index.iteration}, {"skipped", index.skipped}};
 }
 
 SourceIndex source_index_from_json(const nlohmann::json& j) {
     SourceIndex index;
     index.format = j.at("format").get<std::string>();
-    index.files = j.at("files").get<std::vector<std::string>>();
+    for (const auto& f : j.at("files"))
+        index.files.push_back({f.at("path").get<std::string>(), f.at("zstd").get<bool>(),
+                               f.at("offset").get<std::uint64_t>(), f.at("length").get<std::uint64_t>()});
     index.args = j.at("args");
     index.iteration = j.at("iteration").get<std::int64_t>();
     index.skipped = j.at("skipped").get<std::vector<std::string>>();

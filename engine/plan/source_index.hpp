@@ -27,9 +27,19 @@ struct SourceTensor {
     std::uint64_t nbytes() const;
 };
 
+// What readers read from: a file, or one zstd-compressed DCP item of a file that they decompress first
+// (offsets of its tensors are then relative to the decompressed bytes).
+struct SourceFile {
+    std::string path;
+    bool zstd = false;
+    std::uint64_t item_offset = 0;  // the compressed item, when zstd
+    std::uint64_t item_length = 0;
+    std::string name() const;       // for messages: the path, plus the item for a compressed one
+};
+
 struct SourceIndex {
     std::string format;                 // "torch" or "torch_dist"
-    std::vector<std::string> files;     // absolute paths
+    std::vector<SourceFile> files;
     std::vector<SourceTensor> tensors;
     nlohmann::json args;                // the saved Megatron args (argparse.Namespace as a JSON object)
     std::int64_t iteration = 0;

@@ -132,7 +132,7 @@ World make_world(const Dims& d) {
         for (int r = 0; r < d.tp; ++r)
             w.add_source("output_layer.weight", rows_of(head, H, r * d.V / t, d.V / t), {d.V / t, H}, r, last, last_chunk);
     }
-    w.index.files = {"memory"};
+    w.index.files = {plan::SourceFile{"memory"}};
     w.index.args = {{"num_layers", d.L},
                     {"hidden_size", d.H},
                     {"num_attention_heads", d.nq},

@@ -1,0 +1,56 @@
+#include "exchange/source_reader.hpp"
+
+#include <cstring>
+
+#include "common/error.hpp"
+#include "io/zstd_item.hpp"
+
+namespace m2h::exchange {
+
+namespace {
+// A decompressed DCP item holds one chunk of one tensor; anything far larger than its compressed size times a
+// generous ratio is not a real checkpoint.
+constexpr std::uint64_t kMaxItemBytes = 1ull << 36;
+}  // namespace
+
+SourceReader::SourceReader(const std::vector<plan::SourceFile>& files, std::uint64_t cache_bytes)
+    : files_(files), cache_bytes_(cache_bytes) {}
+
+const io::File& SourceReader::open(const std::string& path) {
+    auto& f = open_[path];
+    if (!f) f = std::make_unique<io::File>(path, io::File::Mode::Read);
+    return *f;
+}
+
+const std::vector<std::byte>& SourceReader::decompressed(std::uint32_t file) {
+    for (auto it = cache_.begin(); it != cache_.end(); ++it)
+        if (it->first == file) {
+            cache_.splice(cache_.begin(), cache_, it);
+            return cache_.front().second;
+        }
+    const auto& f = files_.at(file);
+    cache_.emplace_front(file, io::decompress_zstd_item(open(f.path), f.item_offset, f.item_length, kMaxItemBytes));
+    std::uint64_t held = 0;
+    for (auto it = cache_.begin(); it != cache_.end();) {
+        held += it->second.size();
+        if (it != cache_.begin() && held > cache_bytes_)
+            it = cache_.erase(it);
+        else
+            ++it;
+    }
+    return cache_.front().second;
+}
+
+void SourceReader::read_at(std::uint32_t file, std::uint64_t offset, std::span<std::byte> out) {
+    const auto& f = files_.at(file);
+    if (!f.zstd) {
+        open(f.path).read_at(offset, out);
+        return;
+    }
+    const auto& bytes = decompressed(file);
+    if (offset > bytes.size() || out.size() > bytes.size() - offset)
+        throw Error(f.name(), "read past the end of the decompressed item");
+    std::memcpy(out.data(), bytes.data() + offset, out.size());
+}
+
+}  // namespace m2h::exchange
