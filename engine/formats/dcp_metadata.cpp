@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <filesystem>
-#include <numeric>
 #include <optional>
 #include <span>
 #include <string_view>

@@ -1,4 +1,5 @@
 #include "pickle/pickle_machine.hpp"
+#include "pickle/global_allowlist.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -737,6 +738,9 @@ void Machine::step(std::uint8_t op) {
                 name = *ns;
             }
             ClassRef c = normalise(std::move(module), std::move(name));
+            if (!is_allowed_global(c))
+                fail("refusing global " + c.qualified() + ": not a data type a checkpoint may contain (nothing in a "
+                     "checkpoint is ever executed)");
             if (c.module == "torch") {
                 if (const auto d = dtype_from_torch_name(c.name)) {
                     push(make(*d));

@@ -1,0 +1,27 @@
+#pragma once
+// Where each converted iteration goes, and whether it is already there.
+#include <string>
+
+#include "iteration_discovery.hpp"
+
+namespace m2h::launch {
+
+// Basename with one trailing ".out" removed (only a suffix: `rollout_x.out` stays `rollout_x`).
+std::string log_name_of(const std::string& log_path);
+
+// <save_checkpoints_dir>/<log name>/hf, the folder holding one iter_%07d/ per converted iteration.
+std::string output_root(const std::string& save_checkpoints_dir, const std::string& log_name);
+std::string output_dir(const std::string& save_checkpoints_dir, const std::string& log_name, const Iteration& it);
+
+struct OutputCheck {
+    bool complete = false;
+    bool exists = false;
+    std::string problem;  // why it is not complete
+};
+
+// Complete means: config.json, and model.safetensors (or the index and every shard it names), each with a
+// header whose tensor offsets end exactly at the file's end. The engine renames a finished folder into place,
+// so a folder from it is complete; this also rejects truncated or hand-made folders.
+OutputCheck check_output(const std::string& dir);
+
+}  // namespace m2h::launch
