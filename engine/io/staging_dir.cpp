@@ -1,5 +1,9 @@
 #include "io/staging_dir.hpp"
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
 #include <filesystem>
 
 #include "common/error.hpp"
@@ -38,18 +42,30 @@ StagingDir::~StagingDir() {
 
 void StagingDir::commit() {
     std::error_code ec;
-    std::string old;
     if (fs::exists(final_, ec)) {
         if (!overwrite_) throw Error(final_, "appeared while converting; not replacing it");
-        old = staging_ + ".old";
+        // One atomic swap: at every instant the final path holds either the old output or the new one.
+        if (::renameat2(AT_FDCWD, staging_.c_str(), AT_FDCWD, final_.c_str(), RENAME_EXCHANGE) == 0) {
+            committed_ = true;
+            fs::remove_all(staging_, ec);  // now the old output
+            return;
+        }
+        if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+            throw Error(final_, std::string("cannot swap the finished output into place: ") + std::strerror(errno));
+        // A filesystem without RENAME_EXCHANGE: move the old output aside first (a short window without one).
+        const std::string old = staging_ + ".old";
         fs::remove_all(old, ec);
         fs::rename(final_, old, ec);
         if (ec) throw Error(final_, "cannot move the old output aside: " + ec.message());
+        fs::rename(staging_, final_, ec);
+        if (ec) throw Error(final_, "cannot rename the finished output into place: " + ec.message());
+        committed_ = true;
+        fs::remove_all(old, ec);
+        return;
     }
     fs::rename(staging_, final_, ec);
     if (ec) throw Error(final_, "cannot rename the finished output into place: " + ec.message());
     committed_ = true;
-    if (!old.empty()) fs::remove_all(old, ec);
 }
 
 }  // namespace m2h::io
