@@ -1,15 +1,20 @@
 // megatron2hf: convert a Megatron-LM checkpoint into a Hugging Face folder, in parallel over MPI ranks.
 #include <cstdio>
 #include <iostream>
+#include <string>
 
 #include <cxxopts.hpp>
+#include <zstd.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "common/byte_size.hpp"
 #include "common/error.hpp"
 #include "exchange/mpi_comm.hpp"
+#include "io/hdf5_writer.hpp"
+#include "io/zstd_filter.hpp"
 #include "pipeline/convert.hpp"
+#include "pipeline/manifest.hpp"
 
 namespace {
 
@@ -21,7 +26,7 @@ cxxopts::Options make_options() {
                        "Run under MPI: mpirun -np N megatron2hf --input CKPT --output DIR");
     o.add_options()
         ("input", "checkpoint root (with latest_checkpointed_iteration.txt) or one iteration folder (iter_NNNNNNN/, release/)", cxxopts::value<std::string>())
-        ("output", "output Hugging Face folder (written atomically)", cxxopts::value<std::string>())
+        ("output", "output Hugging Face folder (written atomically), or the .h5 file with --format hdf5", cxxopts::value<std::string>())
         ("iteration", "iteration to convert: a number or 'latest' (from the tracker file)", cxxopts::value<std::string>()->default_value("latest"))
         ("arch", "auto, opensci or llama (auto: qk-layernorm with biases -> opensci; neither -> llama)", cxxopts::value<std::string>()->default_value("auto"))
         ("dtype", "source, bf16, fp16 or fp32 (casts round to nearest even)", cxxopts::value<std::string>()->default_value("source"))
@@ -30,7 +35,11 @@ cxxopts::Options make_options() {
         ("assets", "folder whose files are copied into the output (modeling code, tokenizer files)", cxxopts::value<std::string>()->default_value(""))
         ("num-key-value-heads", "override the number of KV heads (query groups)", cxxopts::value<std::uint64_t>())
         ("vocab-size", "trim embedding and lm_head to this many rows (default: keep the padded vocabulary)", cxxopts::value<std::uint64_t>())
-        ("overwrite", "replace an existing output folder")
+        ("overwrite", "replace an existing output folder (hdf5: an existing group)")
+        ("verify", "re-read every written file and check each tensor against the checksum of the bytes its writer received, before the output is committed")
+        ("format", "safetensors (a Hugging Face folder) or hdf5 (a group of one dataset per tensor in an .h5 file, written with parallel HDF5)", cxxopts::value<std::string>()->default_value("safetensors"))
+        ("group", "hdf5: the group that receives the tensors (default iter_NNNNNNN of the converted iteration); other groups of the file are kept", cxxopts::value<std::string>())
+        ("compress", "hdf5: zstd or zstd:LEVEL (zstd's levels, default 3; up to 22, negative for faster) compresses every dataset with HDF5 filter 32015", cxxopts::value<std::string>())
         ("log-level", "trace, debug, info, warn, error", cxxopts::value<std::string>()->default_value("info"))
         ("version", "print the version")
         ("h,help", "print this help");
@@ -43,6 +52,30 @@ std::optional<m2h::DType> parse_dtype(const std::string& s) {
     if (s == "fp16" || s == "float16") return m2h::DType::F16;
     if (s == "fp32" || s == "float32") return m2h::DType::F32;
     throw Error("--dtype", "expected source, bf16, fp16 or fp32, got '" + s + "'");
+}
+
+// --compress: "zstd", "zstd:LEVEL" or "none".
+std::optional<int> parse_compress(const std::string& s) {
+    if (s == "none") return std::nullopt;
+    if (s == "zstd") return m2h::io::kZstdDefaultLevel;
+    const std::string prefix = "zstd:";
+    if (s.starts_with(prefix)) {
+        const std::string level = s.substr(prefix.size());
+        std::size_t used = 0;
+        int n = 0;
+        try {
+            n = std::stoi(level, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (level.empty() || used != level.size())
+            throw Error("--compress", "zstd level '" + level + "' is not an integer");
+        if (!m2h::io::zstd_level_valid(n))
+            throw Error("--compress", "zstd level " + level + " is out of range (zstd accepts " +
+                                          std::to_string(ZSTD_minCLevel()) + " to " + std::to_string(ZSTD_maxCLevel()) + ")");
+        return n;
+    }
+    throw Error("--compress", "expected zstd, zstd:LEVEL or none, got '" + s + "'");
 }
 
 // Parses argv; nullopt when only help or the version was asked for.
@@ -77,6 +110,21 @@ std::optional<m2h::pipeline::ConvertOptions> parse(int argc, char** argv, bool p
     if (r.count("num-key-value-heads")) o.num_key_value_heads = r["num-key-value-heads"].as<std::uint64_t>();
     if (r.count("vocab-size")) o.vocab_size = r["vocab-size"].as<std::uint64_t>();
     o.overwrite = r.count("overwrite") > 0;
+    o.verify = r.count("verify") > 0;
+    o.format = r["format"].as<std::string>();
+    if (o.format != "safetensors" && o.format != "hdf5")
+        throw Error("--format", "expected safetensors or hdf5, got '" + o.format + "'");
+    if (o.format != "hdf5") {
+        for (const char* only : {"group", "compress"})
+            if (r.count(only)) throw Error(std::string("--") + only, "needs --format hdf5");
+    } else {
+        if (!o.assets.empty()) throw Error("--assets", "is for --format safetensors (an HDF5 output has no folder)");
+        if (r.count("group")) {
+            o.group = r["group"].as<std::string>();
+            m2h::io::check_hdf5_group_name(o.group);
+        }
+        if (r.count("compress")) o.zstd_level = parse_compress(r["compress"].as<std::string>());
+    }
     const auto level = spdlog::level::from_str(r["log-level"].as<std::string>());
     if (level == spdlog::level::off && r["log-level"].as<std::string>() != "off")
         throw Error("--log-level", "unknown level '" + r["log-level"].as<std::string>() + "'");
@@ -93,11 +141,27 @@ int main(int argc, char** argv) {
     logger->set_pattern("[%Y-%m-%d %H:%M:%S] [%n] [%^%l%$] %v");
     spdlog::set_default_logger(logger);
     try {
+        // `megatron2hf verify DIR`: re-check a converted folder against its manifest.
+        if (argc >= 2 && std::string_view(argv[1]) == "verify") {
+            m2h::pipeline::VerifyResult result;
+            m2h::exchange::collective(comm, [&] {
+                if (argc != 3) throw Error("command line", "usage: megatron2hf verify DIR");
+                if (comm.rank() == 0) result = m2h::pipeline::verify_output_dir(argv[2]);
+            });
+            if (comm.rank() == 0)
+                std::printf("OK: %llu tensors, %llu bytes match the manifest of %s\n",
+                            static_cast<unsigned long long>(result.tensors), static_cast<unsigned long long>(result.bytes), argv[2]);
+            return 0;
+        }
         std::optional<m2h::pipeline::ConvertOptions> options;
         m2h::exchange::collective(comm, [&] { options = parse(argc, argv, comm.rank() == 0); });
         if (!options) return 0;
         if (comm.rank() != 0) spdlog::set_level(std::max(spdlog::get_level(), spdlog::level::warn));
         const auto s = m2h::pipeline::convert(comm, *options);
+        if (comm.rank() == 0 && !s.hdf5_group.empty())
+            spdlog::info("hdf5: group '{}': {} bytes of tensors stored in {} bytes (compression ratio {:.3f})",
+                         s.hdf5_group, s.bytes_written, s.hdf5_stored_bytes,
+                         s.hdf5_stored_bytes ? static_cast<double>(s.bytes_written) / static_cast<double>(s.hdf5_stored_bytes) : 0.0);
         if (comm.rank() == 0)
             spdlog::info("done: {} tensors, {} bytes written, {} bytes read from disk for {} model bytes ({:.3f}x), "
                          "{:.2f} s, {:.2f} GB/s -> {}",

@@ -27,6 +27,7 @@ public:
 
     int rank() const noexcept { return rank_; }
     int size() const noexcept { return size_; }
+    MPI_Comm handle() const noexcept { return comm_; }  // for libraries that take a communicator (parallel HDF5)
     void barrier() const;
     void broadcast(std::vector<std::byte>& bytes, int root) const;  // resizes on non-roots
     // Everyone's bytes, in rank order.

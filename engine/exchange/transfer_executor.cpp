@@ -8,7 +8,6 @@
 #include "common/error.hpp"
 #include "exchange/source_reader.hpp"
 #include "io/dtype_cast.hpp"
-#include "io/file.hpp"
 
 namespace m2h::exchange {
 namespace {
@@ -17,20 +16,6 @@ using plan::Piece;
 using plan::TransferPlan;
 
 constexpr std::uint64_t kCastChunk = 1u << 20;  // elements converted per read when casting
-
-class OutputFiles {
-public:
-    explicit OutputFiles(const std::vector<std::string>& paths) : paths_(paths) {}
-    const io::File& get(std::uint32_t i) {
-        auto& f = files_[i];
-        if (!f) f = std::make_unique<io::File>(paths_.at(i), io::File::Mode::ReadWrite);
-        return *f;
-    }
-
-private:
-    const std::vector<std::string>& paths_;
-    std::map<std::uint32_t, std::unique_ptr<io::File>> files_;
-};
 
 struct RoundLayout {
     std::vector<int> send_counts, send_displs, recv_counts, recv_displs;
@@ -64,8 +49,8 @@ RoundLayout layout_round(const TransferPlan& plan, const plan::Round& round, int
 class Executor {
 public:
     Executor(const Comm& comm, const TransferPlan& plan, const std::vector<plan::SourceFile>& sources,
-             const std::vector<std::string>& outputs, const DescribeCopy& describe, std::uint64_t cache_bytes)
-        : comm_(comm), plan_(plan), sources_(sources, cache_bytes), outputs_(outputs), describe_(describe) {}
+             io::OutputSink& sink, const DescribeCopy& describe, std::uint64_t cache_bytes)
+        : comm_(comm), plan_(plan), sources_(sources, cache_bytes), sink_(sink), describe_(describe) {}
 
     TransferStats run(const RoundDone& round_done) {
         std::uint64_t done = 0;
@@ -77,7 +62,9 @@ public:
             grow(window_, l.window_total);
             collective(comm_, [&] { pack(round, l); });
             comm_.all_to_all(send_, l.send_counts, l.send_displs, recv_, l.recv_counts, l.recv_displs);
-            collective(comm_, [&] { place_and_write(round, l); });
+            collective(comm_, [&] { place(round, l); });
+            // Apart from placing, so that a rank failing there never leaves a collective sink waiting.
+            collective(comm_, [&] { sink_.write_round(r, placed_); });
             done += round.bytes;
             round_done(r, done);
         }
@@ -129,7 +116,8 @@ private:
         stats_.bytes_read += p.rows * src_row;
     }
 
-    void place_and_write(const plan::Round& round, const RoundLayout& l) {
+    void place(const plan::Round& round, const RoundLayout& l) {
+        placed_.clear();
         std::vector<std::uint64_t> cursor(l.recv_displs.begin(), l.recv_displs.end());
         std::uint64_t window_at = 0;
         for (auto w = round.first_window; w < round.first_window + round.window_count; ++w) {
@@ -151,7 +139,7 @@ private:
                 }
                 at += p.dst_bytes();
             }
-            outputs_.get(win.file).write_at(win.offset, buffer);
+            placed_.push_back({w, &win, buffer});
             stats_.bytes_written += win.size;
         }
     }
@@ -159,18 +147,19 @@ private:
     const Comm& comm_;
     const TransferPlan& plan_;
     SourceReader sources_;
-    OutputFiles outputs_;
+    io::OutputSink& sink_;
     const DescribeCopy& describe_;
     std::vector<std::byte> send_, recv_, window_, scratch_;
+    std::vector<io::WindowBytes> placed_;  // this round's windows of this rank, assembled
     TransferStats stats_;
 };
 
 }  // namespace
 
 TransferStats execute_transfers(const Comm& comm, const TransferPlan& plan, const std::vector<plan::SourceFile>& sources,
-                                const std::vector<std::string>& outputs, const DescribeCopy& describe,
-                                const RoundDone& round_done, std::uint64_t cache_bytes) {
-    return Executor(comm, plan, sources, outputs, describe, cache_bytes).run(round_done);
+                                io::OutputSink& sink, const DescribeCopy& describe, const RoundDone& round_done,
+                                std::uint64_t cache_bytes) {
+    return Executor(comm, plan, sources, sink, describe, cache_bytes).run(round_done);
 }
 
 }  // namespace m2h::exchange

@@ -1,13 +1,15 @@
 #pragma once
 // Runs a TransferPlan: per round, each rank reads its pieces straight into its send buffer (casting on the
-// way), one MPI_Alltoallv moves them to the writers, and each writer assembles its windows and writes each
-// with one positioned write. Failures on any rank stop every rank at the next round boundary.
+// way), one MPI_Alltoallv moves them to the writers, each writer assembles its windows, and every rank hands
+// its assembled windows to the output sink (io/output_sink.hpp: positioned writes, or parallel HDF5).
+// Failures on any rank stop every rank at the next round boundary.
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "exchange/mpi_comm.hpp"
+#include "io/output_sink.hpp"
 #include "plan/source_index.hpp"
 #include "plan/transfer_plan.hpp"
 
@@ -25,7 +27,7 @@ using RoundDone = std::function<void(std::size_t round, std::uint64_t bytes_done
 
 // `cache_bytes` bounds the decompressed zstd items a rank keeps.
 TransferStats execute_transfers(const Comm& comm, const plan::TransferPlan& plan,
-                                const std::vector<plan::SourceFile>& sources, const std::vector<std::string>& outputs,
+                                const std::vector<plan::SourceFile>& sources, io::OutputSink& sink,
                                 const DescribeCopy& describe, const RoundDone& round_done, std::uint64_t cache_bytes);
 
 }  // namespace m2h::exchange

@@ -15,12 +15,16 @@
 #include "formats/legacy_checkpoint.hpp"
 #include "formats/torch_dist_checkpoint.hpp"
 #include "io/file.hpp"
+#include "io/hdf5_writer.hpp"
 #include "io/process_io.hpp"
 #include "io/staging_dir.hpp"
 #include "model/hf_config.hpp"
 #include "model/model_spec.hpp"
 #include "model/tensor_mapping.hpp"
+#include "pipeline/checksum_sink.hpp"
+#include "pipeline/manifest.hpp"
 #include "plan/conversion_plan.hpp"
+#include "plan/hdf5_layout.hpp"
 
 namespace m2h::pipeline {
 namespace fs = std::filesystem;
@@ -31,6 +35,9 @@ using exchange::Comm;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// HDF5 chunks hold at most this many bytes (and never more than a transfer window).
+constexpr std::uint64_t kHdf5ChunkBytes = 1ull << 20;
 
 // Runs `produce` on rank 0 only and hands its result to every rank.
 json from_root(const Comm& comm, const std::function<json()>& produce) {
@@ -153,11 +160,93 @@ void copy_assets(const std::string& assets, const std::string& dir) {
     }
 }
 
+// The HDF5 output on every rank: rank 0 checks the path, every rank opens the file and creates the group and
+// datasets; commit renames the group and (rank 0) a new file into place. A failure removes what this run made.
+class Hdf5Output {
+public:
+    explicit Hdf5Output(const Comm& comm) : comm_(comm) {}
+    Hdf5Output(const Hdf5Output&) = delete;
+    Hdf5Output& operator=(const Hdf5Output&) = delete;
+    ~Hdf5Output() {
+        writer_.reset();  // every rank closes the file before rank 0 removes a new one
+        if (!committed_ && comm_.rank() == 0) io::discard_hdf5_file(target_);
+    }
+
+    void open(const ConvertOptions& options, const io::Hdf5Contents& contents) {
+        const json t = from_root(comm_, [&] {
+            const auto t = io::prepare_hdf5_output(options.output, contents.group, options.overwrite);
+            return json{{"final", t.final_path}, {"open", t.open_path}, {"created", t.created}};
+        });
+        target_ = {t["final"], t["open"], t["created"]};
+        collective(comm_, [&] { writer_ = std::make_unique<io::Hdf5Writer>(comm_.handle(), target_, contents); });
+    }
+    io::Hdf5Writer& writer() { return *writer_; }
+    std::uint64_t commit(bool overwrite) {
+        std::uint64_t stored = 0;
+        collective(comm_, [&] { stored = writer_->commit(overwrite); });
+        writer_.reset();
+        collective(comm_, [&] {
+            if (comm_.rank() == 0) io::commit_hdf5_file(target_);
+        });
+        committed_ = true;
+        return stored;
+    }
+
+private:
+    const Comm& comm_;
+    io::Hdf5Target target_;
+    std::unique_ptr<io::Hdf5Writer> writer_;
+    bool committed_ = false;
+};
+
+json options_json(const ConvertOptions& o) {
+    return {{"input", o.input},
+            {"output", o.output},
+            {"iteration", o.iteration},
+            {"arch", o.arch},
+            {"dtype", o.dtype ? std::string(torch_name(*o.dtype)) : std::string("source")},
+            {"max_shard_size", o.max_shard_size},
+            {"memory_budget", o.memory_budget},
+            {"assets", o.assets},
+            {"num_key_value_heads", o.num_key_value_heads ? json(*o.num_key_value_heads) : json(nullptr)},
+            {"vocab_size", o.vocab_size ? json(*o.vocab_size) : json(nullptr)}};
+}
+
+// Gathers every writer's checksummed segments on rank 0, which writes the manifest; with --verify every rank
+// then re-reads its share of the files and checks them against it.
+void write_manifest_and_verify(const Comm& comm, const ConvertOptions& options, const std::vector<Segment>& mine,
+                               const plan::OutputLayout& layout, const std::vector<plan::OutputTensor>& tensors,
+                               const Provenance& provenance, const std::string& dir) {
+    json local = json::array();
+    for (const auto& s : mine) local.push_back({s.tensor, s.offset, s.length, s.crc});
+    std::vector<Segment> all;
+    for (const auto& bytes : comm.all_gather(to_bytes(local)))
+        for (const auto& s : from_bytes(bytes))
+            all.push_back({s[0].get<std::uint32_t>(), s[1].get<std::uint64_t>(), s[2].get<std::uint64_t>(), s[3].get<std::uint32_t>()});
+    collective(comm, [&] {
+        if (comm.rank() != 0) return;
+        const auto manifest = make_manifest(provenance, layout, tensors, tensor_checksums(std::move(all), tensors));
+        write_text((fs::path(dir) / kManifestName).string(), manifest.dump(1) + "\n");
+    });
+    if (!options.verify) return;
+    std::uint64_t checked = 0;
+    collective(comm, [&] {
+        std::vector<std::string> files;
+        for (std::size_t i = static_cast<std::size_t>(comm.rank()); i < layout.files.size(); i += static_cast<std::size_t>(comm.size()))
+            files.push_back(layout.files[i].name);
+        if (!files.empty()) checked = verify_output_dir(dir, files).tensors;
+    });
+    checked = comm.sum(checked);
+    if (comm.rank() == 0) spdlog::info("verify: {} tensors re-read and matched their checksums", checked);
+}
+
 }  // namespace
 
 ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     const auto start = Clock::now();
     const bool root = comm.rank() == 0;
+    const bool hdf5 = options.format == "hdf5";
+    if (hdf5) collective(comm, [] { io::init_hdf5(); });
     const std::uint64_t read_before = io::process_bytes_read();
 
     // discover
@@ -171,6 +260,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     // staging folder (rank 0 owns it; every rank writes into it)
     std::unique_ptr<io::StagingDir> staging;
     const json staged = from_root(comm, [&] {
+        if (hdf5) return json("");  // the HDF5 output stages its own file and group
         staging = std::make_unique<io::StagingDir>(options.output, options.overwrite);
         return json(staging->path());
     });
@@ -185,6 +275,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     model::Mapping mapping;
     plan::ConversionPlan conversion;
     std::vector<std::string> outputs;
+    std::vector<std::uint64_t> chunk_rows;  // hdf5
     collective(comm, [&] {
         spec = model::model_spec_from_args(index.args, {options.arch, options.num_key_value_heads}, index.files.front().name());
         mapping = model::map_tensors(spec, index, {options.dtype, options.vocab_size});
@@ -193,7 +284,13 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
         // Each round holds a send buffer, a receive buffer and the windows being assembled.
         limits.round_bytes = std::clamp<std::uint64_t>(options.memory_budget / 3, 1, (1ull << 31) - 1);
         limits.window_bytes = std::min<std::uint64_t>(limits.round_bytes, 64ull << 20);
-        conversion = plan::make_conversion_plan(index, mapping, options.max_shard_size, limits);
+        if (hdf5) {
+            // One layout file holds every dataset's bytes; windows are cut at chunk boundaries.
+            chunk_rows = plan::hdf5_chunk_rows(mapping.outputs, std::min(kHdf5ChunkBytes, limits.window_bytes));
+            conversion = plan::make_conversion_plan(index, mapping, ~std::uint64_t{0}, limits, chunk_rows);
+        } else {
+            conversion = plan::make_conversion_plan(index, mapping, options.max_shard_size, limits);
+        }
     });
     for (const auto& f : conversion.layout.files) outputs.push_back((fs::path(staging_dir) / f.name).string());
     if (root) {
@@ -207,8 +304,41 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     }
 
     collective(comm, [&] {
-        if (root) create_output_files(conversion.layout, staging_dir);
+        if (root && !hdf5) create_output_files(conversion.layout, staging_dir);
     });
+    const DType written = options.dtype.value_or(spec.params_dtype);
+    Hdf5Output h5(comm);
+    std::unique_ptr<io::OutputSink> sink;
+    const std::string hdf5_group = options.group.empty() ? fmt::format("iter_{:07d}", index.iteration) : options.group;
+    if (hdf5) {
+        io::Hdf5Contents contents;
+        contents.group = hdf5_group;
+        contents.tensors = &mapping.outputs;
+        contents.chunk_rows = chunk_rows;
+        contents.zstd_level = options.zstd_level;
+        collective(comm, [&] {
+            io::check_hdf5_group_name(contents.group);
+            // Attributes are written collectively, so every rank renders the same values.
+            contents.attributes = {
+                {"config", model::hf_config(spec, index.args, mapping.vocab_size, written).dump(2) + "\n"},
+                {"source_path", iteration_dir},
+                {"source_iteration", std::int64_t{index.iteration}},
+                {"source_format", where["format"].get<std::string>()},
+                {"engine_version", std::string("megatron2hf ") + M2H_VERSION},
+                {"compression", options.zstd_level ? "zstd:" + std::to_string(*options.zstd_level) : std::string("none")},
+            };
+        });
+        h5.open(options, contents);
+        sink = std::make_unique<io::Hdf5Sink>(
+            h5.writer(), plan::hdf5_writes(conversion.transfers, conversion.layout, mapping.outputs));
+        if (root) spdlog::info("hdf5: group '{}' of {}", contents.group, options.output);
+    } else {
+        sink = std::make_unique<io::FileSink>(outputs);
+    }
+    // The safetensors folder carries a manifest of per-tensor checksums of the bytes the writers received.
+    std::unique_ptr<ChecksumSink> checksums;
+    if (!hdf5) checksums = std::make_unique<ChecksumSink>(*sink, conversion.layout, mapping.outputs);
+    io::OutputSink& destination = checksums ? static_cast<io::OutputSink&>(*checksums) : *sink;
 
     // move
     const auto move_start = Clock::now();
@@ -219,7 +349,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
                mapping.outputs[c.dst].name;
     };
     const auto stats = exchange::execute_transfers(
-        comm, conversion.transfers, index.files, outputs, describe, [&](std::size_t round, std::uint64_t done) {
+        comm, conversion.transfers, index.files, destination, describe, [&](std::size_t round, std::uint64_t done) {
             const auto now = Clock::now();
             if (!root || (now - last_log < std::chrono::seconds(2) && round + 1 != conversion.transfers.rounds.size()))
                 return;
@@ -234,20 +364,26 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
 
     // finish
     collective(comm, [&] {
-        if (!root) return;
-        const DType written = options.dtype.value_or(spec.params_dtype);
+        if (!root || hdf5) return;
         write_text((fs::path(staging_dir) / "config.json").string(),
                    model::hf_config(spec, index.args, mapping.vocab_size, written).dump(2) + "\n");
         if (conversion.layout.index_json)
             write_text((fs::path(staging_dir) / "model.safetensors.index.json").string(), *conversion.layout.index_json);
         copy_assets(options.assets, staging_dir);
     });
+    if (!hdf5) write_manifest_and_verify(comm, options, checksums->segments(), conversion.layout, mapping.outputs,
+                                         {iteration_dir, index.iteration, where["format"].get<std::string>(), options_json(options)},
+                                         staging_dir);
     ConvertSummary summary;
     summary.bytes_read = comm.sum(stats.bytes_read);
     summary.process_bytes_read = comm.sum(io::process_bytes_read() - read_before);
     summary.bytes_written = comm.sum(stats.bytes_written);
+    if (hdf5) {
+        summary.hdf5_stored_bytes = h5.commit(options.overwrite);
+        summary.hdf5_group = hdf5_group;
+    }
     collective(comm, [&] {
-        if (root) staging->commit();
+        if (root && !hdf5) staging->commit();
     });
     summary.tensors = mapping.outputs.size();
     summary.model_bytes = conversion.model_bytes;

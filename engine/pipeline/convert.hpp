@@ -22,6 +22,10 @@ struct ConvertOptions {
     std::optional<std::uint64_t> num_key_value_heads;
     std::optional<std::uint64_t> vocab_size;
     bool overwrite = false;
+    bool verify = false;  // re-read every written file and check it against the manifest before committing
+    std::string format = "safetensors";              // or "hdf5" (docs/hdf5.md): `output` is then an .h5 file
+    std::string group;                               // hdf5: the group to write; empty: iter_NNNNNNN
+    std::optional<int> zstd_level;                   // hdf5: compress datasets with zstd at this level
 };
 
 struct ConvertSummary {
@@ -30,6 +34,8 @@ struct ConvertSummary {
     std::uint64_t bytes_read = 0;     // tensor data read from the checkpoint, all ranks
     std::uint64_t process_bytes_read = 0;  // everything all ranks read (tensor data, archive headers, pickles)
     std::uint64_t model_bytes = 0;    // source model tensors' bytes that the plan needs
+    std::string hdf5_group;           // hdf5: the group written
+    std::uint64_t hdf5_stored_bytes = 0;  // hdf5: bytes the datasets occupy in the file (compressed)
     double seconds = 0;
 };
 

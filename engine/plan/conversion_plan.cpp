@@ -3,7 +3,8 @@
 namespace m2h::plan {
 
 ConversionPlan make_conversion_plan(const SourceIndex& index, const model::Mapping& mapping,
-                                    std::uint64_t max_shard_size, const PlanLimits& limits) {
+                                    std::uint64_t max_shard_size, const PlanLimits& limits,
+                                    const std::vector<std::uint64_t>& cut_rows) {
     ConversionPlan plan;
     plan.layout = layout_safetensors(mapping.outputs, max_shard_size);
 
@@ -13,6 +14,7 @@ ConversionPlan make_conversion_plan(const SourceIndex& index, const model::Mappi
         const auto& at = plan.layout.placement[i];
         std::uint64_t unit = dtype_size(t.dtype);
         for (std::size_t d = 1; d < t.shape.size(); ++d) unit *= t.shape[d];
+        if (!cut_rows.empty()) unit *= cut_rows.at(i);
         regions.push_back({static_cast<std::uint32_t>(at.file), at.offset, t.nbytes(), unit});
     }
 

@@ -1,6 +1,7 @@
 #pragma once
 // Pure: the whole conversion as data. Source index + tensor mapping + output layout -> byte-level transfers.
 #include <cstdint>
+#include <vector>
 
 #include "model/tensor_mapping.hpp"
 #include "plan/safetensors_layout.hpp"
@@ -16,7 +17,10 @@ struct ConversionPlan {
     std::uint64_t model_bytes = 0;   // the model's own bytes among them
 };
 
+// `cut_rows`, when given, holds one count per output tensor: windows cut that tensor only at multiples of
+// that many rows (HDF5 chunks, plan/hdf5_layout.hpp) instead of at any row.
 ConversionPlan make_conversion_plan(const SourceIndex& index, const model::Mapping& mapping,
-                                    std::uint64_t max_shard_size, const PlanLimits& limits);
+                                    std::uint64_t max_shard_size, const PlanLimits& limits,
+                                    const std::vector<std::uint64_t>& cut_rows = {});
 
 }  // namespace m2h::plan
