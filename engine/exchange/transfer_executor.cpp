@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "common/error.hpp"
+#include "common/fault_injection.hpp"
 #include "exchange/source_reader.hpp"
 #include "io/dtype_cast.hpp"
 
@@ -77,6 +78,7 @@ private:
     }
 
     void pack(const plan::Round& round, const RoundLayout& l) {
+        fault_point(comm_.rank(), "move");
         std::vector<std::uint64_t> cursor(l.send_displs.begin(), l.send_displs.end());
         for (auto w = round.first_window; w < round.first_window + round.window_count; ++w) {
             const auto& win = plan_.windows[w];

@@ -10,6 +10,7 @@
 
 #include "common/byte_size.hpp"
 #include "common/error.hpp"
+#include "common/fault_injection.hpp"
 #include "exchange/transfer_executor.hpp"
 #include "formats/checkpoint_discovery.hpp"
 #include "formats/legacy_checkpoint.hpp"
@@ -267,6 +268,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     const std::string staging_dir = staged;
 
     // index
+    collective(comm, [&] { fault_point(comm.rank(), "index"); });
     const plan::SourceIndex index =
         where["format"] == "torch_dist" ? index_torch_dist(comm, iteration_dir) : index_legacy(comm, iteration_dir);
 
@@ -277,6 +279,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     std::vector<std::string> outputs;
     std::vector<std::uint64_t> chunk_rows;  // hdf5
     collective(comm, [&] {
+        fault_point(comm.rank(), "plan");
         spec = model::model_spec_from_args(index.args, {options.arch, options.num_key_value_heads}, index.files.front().name());
         mapping = model::map_tensors(spec, index, {options.dtype, options.vocab_size});
         plan::PlanLimits limits;
@@ -364,6 +367,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
 
     // finish
     collective(comm, [&] {
+        fault_point(comm.rank(), "finish");
         if (!root || hdf5) return;
         write_text((fs::path(staging_dir) / "config.json").string(),
                    model::hf_config(spec, index.args, mapping.vocab_size, written).dump(2) + "\n");
