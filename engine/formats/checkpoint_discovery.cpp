@@ -50,7 +50,7 @@ bool has_rank_dirs(const fs::path& dir) {
 
 std::string detect_format(const fs::path& dir) {
     const auto meta = dir / "metadata.json";
-    if (fs::exists(meta)) {
+    if (io::path_exists(meta.string())) {
         nlohmann::json j;
         try {
             j = nlohmann::json::parse(io::read_text_file(meta.string()));
@@ -62,7 +62,7 @@ std::string detect_format(const fs::path& dir) {
         throw Error(meta.string(), "unsupported sharded_backend '" + backend + "' (only torch_dist and torch)");
     }
     if (has_rank_dirs(dir)) return "torch";
-    if (fs::exists(dir / ".metadata") || fs::exists(dir / "common.pt"))
+    if (io::path_exists((dir / ".metadata").string()) || io::path_exists((dir / "common.pt").string()))
         throw Error(dir.string(), "torch_dist checkpoint without metadata.json: the save did not finish");
     throw Error(dir.string(), "not a Megatron checkpoint iteration (no mp_rank_*/ folders and no metadata.json)");
 }
@@ -88,7 +88,7 @@ CheckpointLocation discover_checkpoint(const std::string& input, const std::stri
 
     CheckpointLocation loc;
     fs::path dir;
-    if (fs::exists(in / kTracker)) {
+    if (io::path_exists((in / kTracker).string())) {
         if (wanted) {
             dir = in / iteration_dir_name(*wanted);
             loc.iteration = wanted;
@@ -116,7 +116,7 @@ CheckpointLocation discover_checkpoint(const std::string& input, const std::stri
         } else if (name == "release") {
             loc.release = true;
             loc.iteration = 0;
-        } else if (!has_rank_dirs(in) && !fs::exists(in / "metadata.json")) {
+        } else if (!has_rank_dirs(in) && !io::path_exists((in / "metadata.json").string())) {
             throw Error(in.string(), "not a Megatron checkpoint: no " + std::string(kTracker) +
                                          ", no iter_*/ and no mp_rank_*/ folders (available: " +
                                          available_iterations(in) + ")");

@@ -23,6 +23,9 @@ using pickle::ValuePtr;
 
 constexpr std::uint64_t kMaxMetadataBytes = std::uint64_t{1} << 30;  // a 70B model with optimizer: tens of MB
 constexpr std::size_t kMaxDims = 64;
+// Box-against-box comparisons the overlap check may make for one file. Megatron layouts need about one per
+// chunk; a hostile layout of staggered chunks needs n^2/2, minutes for a few MB of .metadata.
+constexpr std::uint64_t kMaxOverlapChecks = 20'000'000;
 
 std::string join_dims(const std::vector<std::uint64_t>& v) {
     std::string s = "[";
@@ -75,7 +78,7 @@ bool valid_transform(std::string_view t) {
 
 class Parser {
 public:
-    explicit Parser(const std::string& source) : source_(source) {}
+    explicit Parser(const std::string& source) : source_(source), overlap_checks_left_(kMaxOverlapChecks) {}
 
     DcpMetadata parse(const Value& root);
 
@@ -136,6 +139,7 @@ private:
     const std::string& source_;
     std::vector<DcpStorage> storages_;
     std::unordered_map<std::string, std::size_t> storage_index_;  // storage_key -> storages_ position
+    mutable std::uint64_t overlap_checks_left_;  // for the whole file; see find_overlap
 };
 
 DType Parser::tensor_dtype(const Value& props, const std::string& where) const {
@@ -265,7 +269,10 @@ bool boxes_overlap(const Box& a, const Box& b, std::size_t from_dim) {
 // splits them into runs with identical intervals; when distinct runs are disjoint (the case for every
 // Megatron layout: layer slabs, TP blocks, grids) each run is checked along the next dim, which keeps the
 // whole check O(n log n). Otherwise a sweep compares each box with the boxes still open along `dim`.
-std::optional<std::pair<std::size_t, std::size_t>> find_overlap(std::span<Box> boxes, std::size_t dim) {
+struct TooIrregular {};  // thrown by find_overlap when its budget runs out
+
+std::optional<std::pair<std::size_t, std::size_t>> find_overlap(std::span<Box> boxes, std::size_t dim,
+                                                                std::uint64_t& checks_left) {
     if (boxes.size() < 2) return std::nullopt;
     const std::size_t ndim = boxes.front().lo->size();
     if (dim == ndim) return std::make_pair(boxes[0].index, boxes[1].index);  // identical, non-empty boxes
@@ -288,7 +295,7 @@ std::optional<std::pair<std::size_t, std::size_t>> find_overlap(std::span<Box> b
         for (std::size_t i = 0; i < boxes.size();) {
             std::size_t j = i + 1;
             while (j < boxes.size() && boxes[j].begin(dim) == boxes[i].begin(dim)) ++j;
-            if (auto hit = find_overlap(boxes.subspan(i, j - i), dim + 1)) return hit;
+            if (auto hit = find_overlap(boxes.subspan(i, j - i), dim + 1, checks_left)) return hit;
             i = j;
         }
         return std::nullopt;
@@ -296,6 +303,8 @@ std::optional<std::pair<std::size_t, std::size_t>> find_overlap(std::span<Box> b
     std::vector<const Box*> open;
     for (const Box& b : boxes) {
         std::erase_if(open, [&](const Box* a) { return a->end(dim) <= b.begin(dim); });
+        if (open.size() > checks_left) throw TooIrregular{};
+        checks_left -= open.size();
         for (const Box* a : open)
             if (boxes_overlap(*a, b, dim)) return std::make_pair(a->index, b.index);
         open.push_back(&b);
@@ -323,7 +332,14 @@ void Parser::check_coverage(const DcpTensor& t) const {
         covered += n;  // may wrap only when chunks overlap, which is reported before `covered` is used
         if (n > 0) boxes.push_back(Box{&t.chunks[i].offsets, &t.chunks[i].sizes, i});
     }
-    if (auto hit = find_overlap(boxes, 0)) {
+    std::optional<std::pair<std::size_t, std::size_t>> hit;
+    try {
+        hit = find_overlap(boxes, 0, overlap_checks_left_);
+    } catch (const TooIrregular&) {
+        fail(where + ": the chunks are laid out too irregularly to check for overlaps (more than " +
+             std::to_string(kMaxOverlapChecks) + " comparisons)");
+    }
+    if (hit) {
         const auto& a = t.chunks[hit->first];
         const auto& b = t.chunks[hit->second];
         fail(where + ": the chunks at offsets " + join_dims(a.offsets) + " (sizes " + join_dims(a.sizes) +

@@ -9,6 +9,7 @@
 #include "formats/megatron_args.hpp"
 #include "formats/torch_archive.hpp"
 #include "io/byte_source.hpp"
+#include "io/file.hpp"
 
 namespace m2h::formats {
 namespace fs = std::filesystem;
@@ -35,17 +36,28 @@ std::vector<LegacyRankFile> list_legacy_rank_files(const std::string& iteration_
     for (const auto& e : fs::directory_iterator(iteration_dir, ec)) {
         const auto dir = e.path().filename().string();
         std::smatch m;
-        if (!e.is_directory() || !std::regex_match(dir, m, name)) continue;
+        if (!std::regex_match(dir, m, name)) continue;
+        std::error_code dec;
+        if (!e.is_directory(dec)) {
+            if (dec && dec != std::errc::no_such_file_or_directory)
+                throw Error(e.path().string(), "cannot access: " + dec.message());
+            continue;
+        }
         if (m[3].matched) throw Error(e.path().string(), "expert-parallel checkpoints are not supported");
         const auto path = (e.path() / "model_optim_rng.pt").string();
-        if (!fs::exists(path)) throw Error(path, "missing rank file (the mp_rank folder has no model_optim_rng.pt)");
+        if (!io::path_exists(path)) throw Error(path, "missing rank file (the mp_rank folder has no model_optim_rng.pt)");
         files.push_back({path, std::stoi(m[1].str()), m[2].matched ? std::stoi(m[2].str()) : 0});
     }
     if (ec) throw Error(iteration_dir, "cannot list: " + ec.message());
     if (files.empty()) throw Error(iteration_dir, "no mp_rank_*/model_optim_rng.pt files");
     std::sort(files.begin(), files.end(), [](const auto& a, const auto& b) {
-        return a.pp != b.pp ? a.pp < b.pp : a.tp < b.tp;
+        return a.pp != b.pp ? a.pp < b.pp : a.tp != b.tp ? a.tp < b.tp : a.path < b.path;
     });
+    // mp_rank_00_000 next to its alias mp_rank_00_000_dp_000 (or mp_rank_00 next to mp_rank_00_000): one rank twice.
+    for (std::size_t i = 1; i < files.size(); ++i)
+        if (files[i].tp == files[i - 1].tp && files[i].pp == files[i - 1].pp)
+            throw Error(files[i].path, "duplicate rank file: tp " + std::to_string(files[i].tp) + ", pp " +
+                                           std::to_string(files[i].pp) + " is also " + files[i - 1].path);
     return files;
 }
 

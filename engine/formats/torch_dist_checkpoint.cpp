@@ -30,13 +30,25 @@ bool is_zstd(const DcpStorage& storage, const std::string& path, const std::stri
     throw Error(path + ": " + fqn, "unsupported stream transform '" + storage.transforms.front() + "'");
 }
 
-constexpr std::uint64_t kMaxItemBytes = 1ull << 36;
+// What a zstd item may decompress to. A tensor chunk's item is torch.save of the chunk (DCP clones views, so
+// its storage is the chunk): the chunk's bytes plus a few KB of records. The slack is generous; past it the
+// item is a decompression bomb, refused before it is allocated. Byte items (the common state) are small pickles.
+constexpr std::uint64_t kItemArchiveSlack = std::uint64_t{16} << 20;
+constexpr std::uint64_t kMaxByteItemBytes = std::uint64_t{1} << 30;
 
-// An item's bytes as a byte source: a slice of the file, or the decompressed item.
-std::unique_ptr<io::ByteSource> item_source(const io::File& file, const DcpStorage& storage, bool zstd) {
+std::uint64_t max_chunk_item_bytes(const DcpTensor& tensor, const DcpChunk& chunk) {
+    std::uint64_t n = dtype_size(tensor.dtype);
+    for (auto d : chunk.sizes)
+        if (__builtin_mul_overflow(n, d, &n)) return UINT64_MAX;
+    return n > UINT64_MAX - kItemArchiveSlack ? UINT64_MAX : n + kItemArchiveSlack;
+}
+
+// An item's bytes as a byte source: a slice of the file, or the decompressed item (at most `max_bytes`).
+std::unique_ptr<io::ByteSource> item_source(const io::File& file, const DcpStorage& storage, bool zstd,
+                                            std::uint64_t max_bytes) {
     if (!zstd) return std::make_unique<io::FileRegion>(file, storage.offset, storage.length);
     return std::make_unique<io::MemorySource>(
-        io::decompress_zstd_item(file, storage.offset, storage.length, kMaxItemBytes),
+        io::decompress_zstd_item(file, storage.offset, storage.length, max_bytes),
         file.path() + " [zstd item at " + std::to_string(storage.offset) + "]");
 }
 
@@ -73,7 +85,7 @@ plan::SourceTensor index_dcp_chunk(const std::string& dir, const DcpTensor& tens
     const auto path = data_path(dir, chunk.storage, tensor.fqn);
     const bool zstd = is_zstd(chunk.storage, path, tensor.fqn);
     io::File file(path, io::File::Mode::Read);
-    const auto region = item_source(file, chunk.storage, zstd);
+    const auto region = item_source(file, chunk.storage, zstd, max_chunk_item_bytes(tensor, chunk));
     TorchArchive archive(*region);
     const auto root = archive.load();
     const auto* t = root ? root->as<pickle::TensorRef>() : nullptr;
@@ -101,7 +113,7 @@ plan::SourceTensor index_dcp_chunk(const std::string& dir, const DcpTensor& tens
 
 CommonState read_common_state(const std::string& dir, const DcpMetadata& metadata) {
     const auto common_pt = (fs::path(dir) / "common.pt").string();
-    if (fs::exists(common_pt)) {
+    if (io::path_exists(common_pt)) {
         io::File file(common_pt, io::File::Mode::Read);
         io::FileRegion region(file);
         const auto root = TorchArchive(region).load();
@@ -112,7 +124,7 @@ CommonState read_common_state(const std::string& dir, const DcpMetadata& metadat
         if (!item.fqn.starts_with("common_state")) continue;
         const auto path = data_path(dir, item.storage, item.fqn);
         io::File file(path, io::File::Mode::Read);
-        const auto region = item_source(file, item.storage, is_zstd(item.storage, path, item.fqn));
+        const auto region = item_source(file, item.storage, is_zstd(item.storage, path, item.fqn), kMaxByteItemBytes);
         const auto root = TorchArchive(*region).load();
         // Megatron saves ShardedObjects as a list: element 0 is the common state dict.
         const auto* list = root ? root->as<pickle::List>() : nullptr;

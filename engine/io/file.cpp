@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -99,6 +100,13 @@ std::string read_text_file(const std::string& path) {
     std::string text(n, '\0');
     f.read_at(0, std::as_writable_bytes(std::span(text.data(), text.size())));
     return text;
+}
+
+bool path_exists(const std::string& path) {
+    std::error_code ec;
+    const bool yes = std::filesystem::exists(path, ec);
+    if (ec) throw Error(path, "cannot access: " + ec.message());
+    return yes;
 }
 
 }  // namespace m2h::io

@@ -37,4 +37,8 @@ private:
 // Reads a whole small file (tracker files, metadata.json, assets).
 std::string read_text_file(const std::string& path);
 
+// std::filesystem::exists, except that a path that cannot be checked (a symbolic link loop, a permission
+// problem) is an Error naming it rather than a std::filesystem exception.
+bool path_exists(const std::string& path);
+
 }  // namespace m2h::io

@@ -97,6 +97,17 @@ ZipArchive::ZipArchive(const ByteSource& source) : source_(&source) {
             const auto r = read_bytes(source, z, kZip64EocdSize);
             if (le(r, 0, 4) != kZip64EocdSig) fail("bad ZIP64 end-of-central-directory signature");
             if (le(r, 4, 8) < kZip64EocdSize - 12) fail("ZIP64 end-of-central-directory record too short");
+            // Writers (miniz for torch.save, zipfile, libzip) saturate an EOCD field only when it does not fit;
+            // otherwise it holds the real value, which must be the ZIP64 record's.
+            const auto agree = [&](const char* what, std::uint64_t classic, std::uint64_t saturated, std::uint64_t zip64) {
+                if (classic != saturated && classic != zip64)
+                    fail(std::string("end-of-central-directory ") + what + " " + std::to_string(classic) +
+                         " disagrees with the ZIP64 record's " + std::to_string(zip64));
+            };
+            agree("entry count on this disk", entries_here, 0xFFFF, le(r, 24, 8));
+            agree("entry count", count, 0xFFFF, le(r, 32, 8));
+            agree("central directory size", cd_size, kSaturated32, le(r, 40, 8));
+            agree("central directory offset", cd_offset, kSaturated32, le(r, 48, 8));
             disk = le(r, 16, 4);
             cd_disk = le(r, 20, 4);
             entries_here = le(r, 24, 8);

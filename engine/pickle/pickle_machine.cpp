@@ -113,7 +113,8 @@ class Machine {
 public:
     Machine(std::span<const std::byte> bytes, const std::string& source, const PersistentLoad& persistent_load,
             const Limits& limits)
-        : in_(bytes), source_(source), persistent_load_(persistent_load), limits_(limits) {}
+        : in_(bytes), source_(source), persistent_load_(persistent_load), limits_(limits),
+          copy_budget_(2 * std::uint64_t{bytes.size()} + kCopyFloor) {}
 
     ValuePtr run();
 
@@ -121,11 +122,24 @@ private:
     // Bookkeeping for every container the machine makes. Values only ever get nested once they are
     // complete; a container that is changed after being nested is refused, which keeps depths exact and
     // rules out reference cycles (shared_ptr cycles would leak and make every tree walk loop forever).
+    // A dict key as Python compares it, for the key types that matter: str by content, int and bool by value
+    // (True == 1), None. Strings are interned to ids once per key object, so neither the index nor a
+    // memoized key used in many dicts copies or rehashes the text.
+    struct KeyId {
+        std::uint8_t tag;  // 0 str (v = interned id), 1 int (v = the value's bits), 2 None
+        std::uint64_t v;
+        bool operator==(const KeyId&) const = default;
+    };
+    struct KeyIdHash {
+        std::size_t operator()(const KeyId& k) const noexcept { return std::hash<std::uint64_t>{}(k.v * 3 + k.tag); }
+    };
+
     struct Node {
         std::size_t depth = 1;
         bool nested = false;
         ValuePtr keep;  // keeps the address unique while it is a key here
-        std::unique_ptr<std::unordered_map<std::string, std::size_t>> dict_index;  // Dict: key -> position
+        std::unique_ptr<std::unordered_map<KeyId, std::size_t, KeyIdHash>> dict_index;  // Dict: key -> position
+        ValuePtr own_state;  // Object: the attribute dict BUILD merges into, made here and held by nothing else
     };
 
     [[noreturn]] void fail(const std::string& problem) const {
@@ -182,6 +196,22 @@ private:
             if (((byte(7) & 0x80) != 0) != negative) fail(std::string(what) + " value does not fit in int64");
         }
         return std::bit_cast<std::int64_t>(u);
+    }
+
+    // ---- copies ----
+    // Memoized values cost two bytes to reuse, so anything that copies a value's contents (set(list),
+    // torch.Size(tuple), bytes(b), a tensor's storage name and sizes, a global's names, BUILD merges) could turn a
+    // small pickle into gigabytes. Copies are charged against twice the input size plus kCopyFloor (units:
+    // elements or bytes); real writers copy each value about once.
+    static constexpr std::uint64_t kCopyFloor = std::uint64_t{1} << 16;
+    void charge_copy(std::uint64_t units) {
+        if (units > copy_budget_) fail("the pickle copies shared values over and over (more than the input size allows)");
+        copy_budget_ -= units;
+    }
+    // Every object keeps a copy of its class's names, which real pickles keep short; long ones are charged.
+    void charge_names(std::string_view module, std::string_view name) {
+        constexpr std::size_t kFree = 128;
+        charge_copy((module.size() > kFree ? module.size() : 0) + (name.size() > kFree ? name.size() : 0));
     }
 
     // ---- stack ----
@@ -270,20 +300,27 @@ private:
         return n;
     }
 
-    static std::optional<std::string> dict_key(const Value& k) {
-        // Python dict semantics for the key types that matter: re-setting a key replaces its value in place.
-        if (const auto* s = k.as<std::string>()) return "s" + *s;
-        if (const auto* i = k.as<std::int64_t>()) return "i" + std::to_string(*i);
-        if (const auto* b = k.as<bool>()) return *b ? "i1" : "i0";
-        if (k.is<None>()) return "n";
+    // Python dict semantics for the key types that matter: re-setting a key replaces its value in place.
+    std::optional<KeyId> dict_key(const ValuePtr& k) {
+        if (const auto* s = k->as<std::string>()) {
+            const auto it = str_key_ids_.find(k.get());
+            if (it != str_key_ids_.end()) return KeyId{0, it->second.second};
+            // The view points into the first key object with this text, which str_key_ids_ keeps alive.
+            const auto id = str_ids_.emplace(std::string_view(*s), str_ids_.size()).first->second;
+            str_key_ids_.emplace(k.get(), std::make_pair(k, id));
+            return KeyId{0, id};
+        }
+        if (const auto* i = k->as<std::int64_t>()) return KeyId{1, static_cast<std::uint64_t>(*i)};
+        if (const auto* b = k->as<bool>()) return KeyId{1, *b ? 1u : 0u};
+        if (k->is<None>()) return KeyId{2, 0};
         return std::nullopt;
     }
     void set_items(const ValuePtr& target, std::vector<ValuePtr> kv) {
         Node& n = mutate(target, kv);
         if (auto* d = target->as<Dict>()) {
-            if (!n.dict_index) n.dict_index = std::make_unique<std::unordered_map<std::string, std::size_t>>();
+            if (!n.dict_index) n.dict_index = std::make_unique<std::unordered_map<KeyId, std::size_t, KeyIdHash>>();
             for (std::size_t i = 0; i + 1 < kv.size(); i += 2) {
-                const auto key = dict_key(*kv[i]);
+                const auto key = dict_key(kv[i]);
                 if (key) {
                     const auto [it, fresh] = n.dict_index->emplace(*key, d->items.size());
                     if (!fresh) {
@@ -357,6 +394,8 @@ private:
         const Tuple& a = version == 1 ? args_of(c, args, 4, 4) : version == 2 ? args_of(c, args, 6, 7) : args_of(c, args, 7, 8);
         const auto* storage = a.items[0]->as<StorageRef>();
         if (storage == nullptr) fail(c.qualified() + ": argument 0 is a " + a.items[0]->kind() + ", expected a storage");
+        const auto dims = [](const ValuePtr& v) { return v->is<Tuple>() ? v->as<Tuple>()->items.size() : 0; };
+        charge_copy(storage->key.size() + storage->location.size() + dims(a.items[2]) + dims(a.items[3]));
         TensorRef t;
         t.storage = *storage;
         t.dtype = storage->dtype;
@@ -390,6 +429,7 @@ private:
     }
 
     ValuePtr object(const ClassRef& c, ValuePtr args) {
+        charge_names(c.module, c.name);
         const std::size_t d = nest(std::span<const ValuePtr>(&args, 1));
         Object o;
         o.cls = c;
@@ -400,6 +440,7 @@ private:
     // REDUCE (or NEWOBJ on a class that behaves the same). Never resolves anything: known names get a data
     // representation, every other name an inert Object.
     ValuePtr call(const ClassRef& c, const ValuePtr& args, bool newobj) {
+        charge_names(c.module, c.name);  // for `q`, and the Object most names end up in
         const std::string q = c.qualified();
         if (!newobj) {
             if (q == "torch._utils._rebuild_tensor") return rebuild_tensor(c, args, 1);
@@ -418,6 +459,7 @@ private:
                 const auto* enc = a.items[1]->as<std::string>();
                 if (text == nullptr || enc == nullptr) fail(q + ": expected (str, str) arguments");
                 if (*enc != "latin1" && *enc != "latin-1") fail(q + ": unsupported encoding '" + *enc + "'");
+                charge_copy(text->size());
                 Bytes b;
                 b.data.reserve(text->size());
                 for (std::size_t i = 0; i < text->size();) {
@@ -433,6 +475,7 @@ private:
                 for (const auto& part : a.items) {
                     const auto* s = part->as<std::string>();
                     if (s == nullptr) fail(q + ": path part is a " + part->kind());
+                    charge_copy(s->size() + 1);
                     if (!path.empty() && path.back() != '/') path.push_back('/');
                     path += *s;
                 }
@@ -444,6 +487,7 @@ private:
                 if (dims == nullptr) fail(q + ": argument is a " + a.items[0]->kind());
                 for (const auto& d : dims->items)
                     if (!d->is<std::int64_t>()) fail(q + ": dimension is a " + d->kind());
+                charge_copy(dims->items.size());
                 return make_tuple(dims->items);
             }
         }
@@ -460,6 +504,7 @@ private:
                 else if (const auto* t = src->as<Tuple>()) items = t->items;
                 else if (const auto* st = src->as<Set>()) items = st->items;
                 else fail(q + ": argument is a " + src->kind());
+                charge_copy(items.size());
             }
             return make_seq<Set>(std::move(items));
         }
@@ -468,6 +513,7 @@ private:
             if (a.items.empty()) return make(Bytes{});
             const auto* b = a.items[0]->as<Bytes>();
             if (b == nullptr) fail(q + ": argument is a " + a.items[0]->kind());
+            charge_copy(b->data.size());
             return make(Bytes{b->data});
         }
         // builtins.getattr, argparse.Namespace, types.SimpleNamespace, _io.BytesIO, numpy, enums, and any
@@ -486,37 +532,57 @@ private:
             const auto* t = state->as<Tuple>();
             const auto* b = (t != nullptr && !t->items.empty()) ? t->items[0]->as<Bytes>() : nullptr;
             if (b == nullptr) fail("_io.BytesIO state is a " + state->kind());
+            charge_copy(b->data.size());
             target->v = Bytes{b->data};
             return;
         }
-        // (dict-or-None, slots-dict) pairs and repeated BUILDs merge into one attribute dict.
-        std::vector<const Dict*> parts;
+        // (dict-or-None, slots-dict) pairs and repeated BUILDs update one attribute dict, as
+        // inst.__dict__.update(state) does: a name set again keeps its place and takes the new value.
+        std::vector<const Dict*> updates;
         if (const auto* t = state->as<Tuple>(); t != nullptr && t->items.size() == 2 && t->items[1]->is<Dict>() &&
                                                  (t->items[0]->is<Dict>() || t->items[0]->is<None>())) {
-            if (o->state && o->state->is<Dict>()) parts.push_back(o->state->as<Dict>());
-            if (const auto* d = t->items[0]->as<Dict>()) parts.push_back(d);
-            parts.push_back(t->items[1]->as<Dict>());
+            if (const auto* d = t->items[0]->as<Dict>()) updates.push_back(d);
+            updates.push_back(t->items[1]->as<Dict>());
         } else if (state->is<Dict>() && o->state && o->state->is<Dict>()) {
-            parts.push_back(o->state->as<Dict>());
-            parts.push_back(state->as<Dict>());
+            updates.push_back(state->as<Dict>());
         } else {
             o->state = state;
             return;
         }
-        Dict merged;
-        std::size_t depth = 1;
-        for (const Dict* d : parts)
-            for (const auto& kv : d->items) {
-                merged.items.push_back(kv);
-                depth = std::max({depth, depth_of(kv.first) + 1, depth_of(kv.second) + 1});
+        Node& n = nodes_[target.get()];  // made by mutate() above; references into nodes_ survive rehashing
+        if (!n.own_state || n.own_state != o->state) {
+            // First merge into this object: start a private attribute dict, which later merges update in place
+            // (copying the whole dict on every BUILD would be quadratic).
+            n.own_state = adopt_container(Value{Dict{}}, 1);
+            mark_nested(n.own_state);
+            if (o->state && o->state->is<Dict>()) {
+                charge_copy(o->state->as<Dict>()->items.size());
+                merge_into(n.own_state, *o->state->as<Dict>());
             }
-        check_depth(depth);
-        ValuePtr m = adopt_container(Value{std::move(merged)}, depth);
-        Node& n = nodes_[target.get()];
-        n.depth = std::max(n.depth, depth_of(m) + 1);
+            o->state = n.own_state;
+        }
+        for (const Dict* d : updates) merge_into(n.own_state, *d);
+        n.depth = std::max(n.depth, depth_of(n.own_state) + 1);
         check_depth(n.depth);
-        mark_nested(m);
-        o->state = std::move(m);
+    }
+
+    // Sets the items of `from` in `own` (a dict only the machine holds), replacing values of keys it has.
+    void merge_into(const ValuePtr& own, const Dict& from) {
+        Node& m = nodes_[own.get()];
+        if (!m.dict_index) m.dict_index = std::make_unique<std::unordered_map<KeyId, std::size_t, KeyIdHash>>();
+        auto& items = own->as<Dict>()->items;
+        for (const auto& [k, v] : from.items) {
+            m.depth = std::max({m.depth, depth_of(k) + 1, depth_of(v) + 1});
+            if (const auto key = dict_key(k)) {
+                const auto [it, fresh] = m.dict_index->emplace(*key, items.size());
+                if (!fresh) {
+                    items[it->second].second = v;
+                    continue;
+                }
+            }
+            items.emplace_back(k, v);
+        }
+        check_depth(m.depth);
     }
 
     void step(std::uint8_t op);
@@ -531,6 +597,9 @@ private:
     std::vector<std::size_t> marks_;
     std::unordered_map<std::uint64_t, ValuePtr> memo_;
     std::unordered_map<const Value*, Node> nodes_;
+    std::unordered_map<const Value*, std::pair<ValuePtr, std::uint64_t>> str_key_ids_;  // str key object -> id
+    std::unordered_map<std::string_view, std::uint64_t> str_ids_;  // text -> id; views into str_key_ids_ keys
+    std::uint64_t copy_budget_;
     ValuePtr result_;
     bool stopped_ = false;
 };
@@ -734,6 +803,7 @@ void Machine::step(std::uint8_t op) {
                 const auto* ns = n->as<std::string>();
                 const auto* ms = m->as<std::string>();
                 if (ns == nullptr || ms == nullptr) fail("STACK_GLOBAL needs two strs");
+                charge_names(*ms, *ns);
                 module = *ms;
                 name = *ns;
             }
