@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
 #include <tuple>
 #include <optional>
+#include <set>
 
 #include "common/error.hpp"
 
@@ -274,12 +276,14 @@ private:
         for (auto& [key, g] : out_.tensors) {
             std::vector<const Chunk*> own;
             std::uint64_t area = 0;
+            const DType dtype = chunk_dtype(g);
             for (const auto& c : g.chunks) {
                 const auto& t = index_.tensors[c.source];
                 if (c.row0 + c.rows > g.rows || c.col0 + c.cols > g.cols)
                     throw Error(where(index_, t), "chunk lies outside its tensor " + key);
-                if (t.dtype != index_.tensors[g.chunks.front().source].dtype)
-                    throw Error(where(index_, t), "dtype disagrees with other chunks of " + key);
+                if (t.dtype != dtype)
+                    throw Error(where(index_, t), "dtype " + std::string(torch_name(t.dtype)) + " disagrees with " +
+                                                      std::string(torch_name(dtype)) + " of the other chunks of " + key);
                 if (c.replica) continue;
                 own.push_back(&c);
                 area += c.rows * c.cols;
@@ -291,9 +295,32 @@ private:
                         throw Error(where(index_, index_.tensors[own[b]->source]),
                                     "overlaps another chunk of " + key + " (duplicate tensor?)");
             if (area != g.rows * g.cols)
-                throw Error(key, "the stored chunks cover " + std::to_string(area) + " of " +
-                                     std::to_string(g.rows * g.cols) + " elements (a shard is missing)");
+                throw Error(missing_shard_file(g), key + ": the stored chunks cover " + std::to_string(area) + " of " +
+                                                       std::to_string(g.rows * g.cols) + " elements (a shard is missing)");
         }
+    }
+
+    // The dtype every chunk must have: the args' params dtype when any chunk has it (so the damaged shard is
+    // the one blamed, even when it is the first), else that of the first chunk.
+    DType chunk_dtype(const GlobalTensor& g) const {
+        for (const auto& c : g.chunks)
+            if (index_.tensors[c.source].dtype == s_.params_dtype) return s_.params_dtype;
+        return index_.tensors[g.chunks.front().source].dtype;
+    }
+
+    // Where the missing part of a tensor should have come from: a rank file of a pipeline stage that holds
+    // other chunks of it but gave none; else the first file that gave a chunk.
+    std::string missing_shard_file(const GlobalTensor& g) const {
+        const auto stages = file_stages(index_);
+        std::set<int> stage_of_chunks;
+        std::set<std::uint32_t> givers;
+        for (const auto& c : g.chunks) {
+            givers.insert(index_.tensors[c.source].file);
+            stage_of_chunks.insert(index_.tensors[c.source].pp_rank);
+        }
+        for (std::uint32_t f = 0; f < index_.files.size(); ++f)
+            if (!givers.count(f) && stages[f] && stage_of_chunks.count(*stages[f])) return index_.files[f].name();
+        return index_.files.at(*givers.begin()).name();
     }
 
     const ModelSpec& s_;
@@ -302,6 +329,31 @@ private:
 };
 
 }  // namespace
+
+std::vector<std::optional<int>> file_stages(const plan::SourceIndex& index) {
+    std::vector<std::optional<int>> stage(index.files.size());
+    for (const auto& t : index.tensors)
+        if (t.file < stage.size()) stage[t.file] = t.pp_rank;
+    return stage;
+}
+
+std::string expected_source(const ModelSpec& s, const plan::SourceIndex& index, const std::string& key) {
+    if (index.files.empty()) return "checkpoint";
+    const std::filesystem::path first(index.files.front().path);
+    if (index.format == "torch_dist") return (first.parent_path() / ".metadata").string();
+    // Legacy: the rank file (tensor-parallel rank 0) of the pipeline stage that holds the key.
+    std::optional<int> stage;
+    if (key == "embedding.word_embeddings.weight") stage = 0;
+    else if (key == "output_layer.weight" || key == "decoder.final_layernorm.weight") stage = s.pp - 1;
+    else if (auto lk = split_layer_key(key); lk && lk->layer && s.even_pipeline && s.num_layers % (s.pp * s.vpp) == 0)
+        stage = static_cast<int>((static_cast<std::uint64_t>(*lk->layer) / (s.num_layers / (s.pp * s.vpp))) % s.pp);
+    if (stage) {
+        const auto stages = file_stages(index);
+        for (std::uint32_t f = 0; f < index.files.size(); ++f)
+            if (stages[f] == stage) return index.files[f].name();
+    }
+    return first.parent_path().parent_path().string();  // the iteration folder
+}
 
 GlobalTensors global_tensors(const ModelSpec& spec, const plan::SourceIndex& index) {
     Assembler a(spec, index);

@@ -8,6 +8,7 @@
 //    into per-layer tensors.
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,5 +39,12 @@ struct GlobalTensors {
 // Throws m2h::Error naming the file and key for unknown tensors (never silently dropped), pipeline layouts that
 // disagree with the args, and chunks that overlap, leave gaps, or fall outside their tensor.
 GlobalTensors global_tensors(const ModelSpec& spec, const plan::SourceIndex& index);
+
+// For messages about a key the checkpoint lacks: the file that should have held it (DCP: `.metadata`; legacy:
+// a rank file of the pipeline stage the key belongs to, else the iteration folder).
+std::string expected_source(const ModelSpec& spec, const plan::SourceIndex& index, const std::string& key);
+
+// The pipeline stage of each source file, from the tensors it holds (none for a file without tensors).
+std::vector<std::optional<int>> file_stages(const plan::SourceIndex& index);
 
 }  // namespace m2h::model

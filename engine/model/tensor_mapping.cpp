@@ -53,7 +53,8 @@ public:
 private:
     const GlobalTensor& need(const std::string& key) {
         auto it = global_.tensors.find(key);
-        if (it == global_.tensors.end()) throw Error(key, "missing from the checkpoint");
+        if (it == global_.tensors.end())
+            throw Error(expected_source(s_, index_, key), key + ": missing from the checkpoint");
         consumed_.insert(key);
         return it->second;
     }
