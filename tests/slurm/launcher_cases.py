@@ -43,10 +43,10 @@ class Run:
         self.iterations = [int(x) for x in (its.group(1) if its else "100").split(",")]
 
 
-# The e2e runs. A torch_dist checkpoint is one more line, once the engine reads that format:
-#     Run("opensci-tp2-dist", f"--arch opensci --tp 2 --pp 1 {SMALL} --iterations 100,200 --format torch_dist"),
+# The e2e runs: one training run per checkpoint format.
 E2E_RUNS = [
     Run("opensci-tp2-torch", f"--arch opensci --tp 2 --pp 1 {SMALL} --iterations 100,200"),
+    Run("opensci-tp2-dist", f"--arch opensci --tp 2 --pp 1 {SMALL} --iterations 100,200 --format torch_dist"),
 ]
 
 
@@ -274,7 +274,8 @@ def case_e2e(a, work):
     check("not used" in p.stderr and p.stderr.count("--opensci_megatron_path") == 1,
           "the unused Megatron paths were not reported exactly once")
     recs = records(convert_logs)
-    check(len(recs) == 3, f"expected 3 job arrays (one per log), got {len(recs)}")
+    n_logs = len(E2E_RUNS) + 2  # and the pre-cool-down and cool-down logs
+    check(len(recs) == n_logs, f"expected {n_logs} job arrays (one per log), got {len(recs)}")
     check(sum(len(r["tasks"]) for r in recs) == len(expected), "not one array task per iteration")
     for r in recs:
         with open(r["script"]) as f:
@@ -296,16 +297,17 @@ def case_e2e(a, work):
 
     # Again: everything is converted, nothing is submitted.
     p = run(cmd, env=env)
-    check(len(records(convert_logs)) == 3, "the second launch submitted again")
-    check("3 converted, 0 queued or running, 0 to convert" in p.stderr, "second launch did not see 3 converted")
+    check(len(records(convert_logs)) == n_logs, "the second launch submitted again")
+    check("3 converted, 0 queued or running, 0 to convert" in p.stderr, "second launch did not see the cool-down's 3 converted")
+    check(p.stderr.count("0 queued or running, 0 to convert") == n_logs, "a log still has iterations to convert")
 
     # One output removed: exactly that one is redone.
     gone = os.path.join(save, "llama-cooldown_2002", "hf", "iter_0000100")
     shutil.rmtree(gone)
     run(cmd, env=env)
     recs2 = records(convert_logs)
-    check(len(recs2) == 4 and [t["output"] for t in recs2[-1]["tasks"]] == [gone],
-          f"expected one new submission for {gone}, got {recs2[3:]}")
+    check(len(recs2) == n_logs + 1 and [t["output"] for t in recs2[-1]["tasks"]] == [gone],
+          f"expected one new submission for {gone}, got {recs2[n_logs:]}")
     wait_for_jobs([recs2[-1]["job_id"]])
     check_outputs([(gone, expected[("llama-cooldown_2002", 100)])], convert_logs)
     st = status(a.launcher, convert_logs)
