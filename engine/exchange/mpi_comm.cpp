@@ -1,6 +1,9 @@
 #include "exchange/mpi_comm.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
+#include <thread>
 #include <exception>
 
 #include "common/error.hpp"
@@ -20,6 +23,24 @@ void check(int code, const char* what) {
 int to_int(std::uint64_t n, const char* what) {
     if (n > static_cast<std::uint64_t>(INT_MAX)) throw Error("MPI", std::string(what) + " larger than INT_MAX bytes");
     return static_cast<int>(n);
+}
+
+// Waits for a non-blocking operation without spinning. Blocking MPI calls poll at full speed, and a rank
+// that arrives first would take a core from the ranks it waits for, and from their writer threads, whenever
+// ranks share cores. Polling with short sleeps (growing to 200 us, small next to a round) leaves them the CPU.
+void wait_politely(MPI_Request& request, const char* what) {
+    auto pause = std::chrono::microseconds(1);
+    for (;;) {
+        int done = 0;
+        const int code = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+        if (code != MPI_SUCCESS) {
+            if (request != MPI_REQUEST_NULL) MPI_Request_free(&request);
+            check(code, what);
+        }
+        if (done) return;
+        std::this_thread::sleep_for(pause);
+        pause = std::min(pause * 2, std::chrono::microseconds(200));
+    }
 }
 
 }  // namespace
@@ -92,7 +113,9 @@ std::uint64_t Comm::max(std::uint64_t x) const {
 
 int Comm::min(int x) const {
     int out = 0;
-    check(MPI_Allreduce(&x, &out, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+    MPI_Request request = MPI_REQUEST_NULL;
+    check(MPI_Iallreduce(&x, &out, 1, MPI_INT, MPI_MIN, comm_, &request), "MPI_Iallreduce");
+    wait_politely(request, "MPI_Iallreduce");
     return out;
 }
 
@@ -105,9 +128,11 @@ double Comm::max(double x) const {
 void Comm::all_to_all(std::span<const std::byte> send, const std::vector<int>& send_counts,
                       const std::vector<int>& send_displs, std::span<std::byte> recv,
                       const std::vector<int>& recv_counts, const std::vector<int>& recv_displs) const {
-    check(MPI_Alltoallv(send.data(), send_counts.data(), send_displs.data(), MPI_BYTE, recv.data(),
-                        recv_counts.data(), recv_displs.data(), MPI_BYTE, comm_),
-          "MPI_Alltoallv");
+    MPI_Request request = MPI_REQUEST_NULL;
+    check(MPI_Ialltoallv(send.data(), send_counts.data(), send_displs.data(), MPI_BYTE, recv.data(),
+                         recv_counts.data(), recv_displs.data(), MPI_BYTE, comm_, &request),
+          "MPI_Ialltoallv");
+    wait_politely(request, "MPI_Ialltoallv");
 }
 
 void Comm::abort(int code) const { MPI_Abort(comm_, code); std::terminate(); }
