@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <exception>
 #include <memory>
+#include <thread>
+#include <utility>
 
 #include "common/error.hpp"
 #include "common/fault_injection.hpp"
@@ -16,11 +19,16 @@ namespace {
 using plan::Piece;
 using plan::TransferPlan;
 
-constexpr std::uint64_t kCastChunk = 1u << 20;  // elements converted per read when casting
+constexpr std::uint64_t kBlockBytes = 4u << 20;  // source bytes per read when rows are copied one by one or cast
+
+// A piece its window's writer reads itself is read straight into the window: it skips the send buffer, the
+// Alltoallv and the placing copy. Replicas to verify still travel, to be compared with what was placed.
+bool local(const Piece& p, const plan::Window& w) { return p.reader == w.writer && !p.verify_only; }
 
 struct RoundLayout {
     std::vector<int> send_counts, send_displs, recv_counts, recv_displs;
     std::uint64_t send_total = 0, recv_total = 0, window_total = 0;
+    std::vector<std::uint64_t> window_at;  // per window of the round: where it starts in this rank's buffer
 };
 
 RoundLayout layout_round(const TransferPlan& plan, const plan::Round& round, int me, int ranks) {
@@ -28,9 +36,11 @@ RoundLayout layout_round(const TransferPlan& plan, const plan::Round& round, int
     std::vector<std::uint64_t> send(static_cast<std::size_t>(ranks), 0), recv(static_cast<std::size_t>(ranks), 0);
     for (auto w = round.first_window; w < round.first_window + round.window_count; ++w) {
         const auto& win = plan.windows[w];
+        l.window_at.push_back(l.window_total);
         if (win.writer == me) l.window_total += win.size;
         for (auto i = win.first_piece; i < win.first_piece + win.piece_count; ++i) {
             const auto& p = plan.pieces[i];
+            if (local(p, win)) continue;
             if (p.reader == me) send[static_cast<std::size_t>(win.writer)] += p.dst_bytes();
             if (win.writer == me) recv[static_cast<std::size_t>(p.reader)] += p.dst_bytes();
         }
@@ -53,31 +63,61 @@ public:
              io::OutputSink& sink, const DescribeCopy& describe, std::uint64_t cache_bytes)
         : comm_(comm), plan_(plan), sources_(sources, cache_bytes), sink_(sink), describe_(describe) {}
 
+    ~Executor() {
+        if (writing_.joinable()) writing_.join();  // after a failure elsewhere: its own error no longer matters
+    }
+
     TransferStats run(const RoundDone& round_done) {
         std::uint64_t done = 0;
         for (std::size_t r = 0; r < plan_.rounds.size(); ++r) {
             const auto& round = plan_.rounds[r];
             const auto l = layout_round(plan_, round, comm_.rank(), comm_.size());
+            auto& buffer = buffers_[r % 2];
             grow(send_, l.send_total);
             grow(recv_, l.recv_total);
-            grow(window_, l.window_total);
-            collective(comm_, [&] { pack(round, l); });
+            grow(buffer.window, l.window_total);
+            collective(comm_, [&] { pack(round, l, buffer.window); });
             comm_.all_to_all(send_, l.send_counts, l.send_displs, recv_, l.recv_counts, l.recv_displs);
-            collective(comm_, [&] { place(round, l); });
+            collective(comm_, [&] { place(round, l, buffer); });
             // Apart from placing, so that a rank failing there never leaves a collective sink waiting.
-            collective(comm_, [&] { sink_.write_round(r, placed_); });
+            if (sink_.concurrent()) {
+                // Round r is written while round r + 1 is read into the other buffer; round r - 1 must be on
+                // disk first (one round at a time, in order), and its failure stops every rank here.
+                collective(comm_, [&] { finish_write(); });
+                writing_ = std::thread([this, r, &buffer] {
+                    try {
+                        sink_.write_round(r, buffer.placed);
+                    } catch (...) {
+                        write_error_ = std::current_exception();
+                    }
+                });
+            } else {
+                collective(comm_, [&] { sink_.write_round(r, buffer.placed); });
+            }
             done += round.bytes;
             round_done(r, done);
         }
+        collective(comm_, [&] { finish_write(); });
         return stats_;
     }
 
 private:
+    struct Buffer {
+        std::vector<std::byte> window;
+        std::vector<io::WindowBytes> placed;  // the round's windows of this rank, assembled
+    };
+
     static void grow(std::vector<std::byte>& buffer, std::uint64_t n) {
         if (buffer.size() < n) buffer.resize(n);
     }
 
-    void pack(const plan::Round& round, const RoundLayout& l) {
+    // Waits for the write in flight, if any, and rethrows its failure.
+    void finish_write() {
+        if (writing_.joinable()) writing_.join();
+        if (auto e = std::exchange(write_error_, nullptr)) std::rethrow_exception(e);
+    }
+
+    void pack(const plan::Round& round, const RoundLayout& l, std::vector<std::byte>& window) {
         fault_point(comm_.rank(), "move");
         std::vector<std::uint64_t> cursor(l.send_displs.begin(), l.send_displs.end());
         for (auto w = round.first_window; w < round.first_window + round.window_count; ++w) {
@@ -85,50 +125,78 @@ private:
             for (auto i = win.first_piece; i < win.first_piece + win.piece_count; ++i) {
                 const auto& p = plan_.pieces[i];
                 if (p.reader != comm_.rank()) continue;
+                if (local(p, win)) {
+                    const auto at = l.window_at[w - round.first_window] + (p.dst_offset - win.offset);
+                    const auto span = (p.rows - 1) * p.dst_pitch + p.dst_row_bytes();
+                    read_piece(p, std::span(window).subspan(at, span), p.dst_pitch);
+                    continue;
+                }
                 auto& at = cursor[static_cast<std::size_t>(win.writer)];
-                read_piece(p, std::span(send_).subspan(at, p.dst_bytes()));
+                read_piece(p, std::span(send_).subspan(at, p.dst_bytes()), p.dst_row_bytes());
                 at += p.dst_bytes();
             }
         }
     }
 
-    // Reads a piece's source rows and stores them as output bytes (cast at the sender).
-    void read_piece(const Piece& p, std::span<std::byte> out) {
+    // Reads a piece's source rows and stores them as output bytes (cast at the reader), row r at r * out_pitch.
+    void read_piece(const Piece& p, std::span<std::byte> out, std::uint64_t out_pitch) {
         const std::uint64_t src_row = p.src_row_bytes(), dst_row = p.dst_row_bytes();
-        if (p.src_dtype == p.dst_dtype) {
-            if (p.src_contiguous()) {
-                sources_.read_at(p.src_file, p.src_offset, out);
-            } else {
-                for (std::uint64_t r = 0; r < p.rows; ++r)
-                    sources_.read_at(p.src_file, p.src_offset + r * p.src_pitch, out.subspan(r * dst_row, dst_row));
-            }
-            stats_.bytes_read += p.rows * src_row;
+        const bool same = p.src_dtype == p.dst_dtype;
+        stats_.bytes_read += p.rows * src_row;
+        if (same && p.src_contiguous() && (p.rows == 1 || out_pitch == dst_row)) {
+            sources_.read_at(p.src_file, p.src_offset, out.first(p.rows * dst_row));  // one read, in place
             return;
         }
+        const auto store = [&](std::span<const std::byte> in, std::span<std::byte> to) {
+            if (same)
+                std::memcpy(to.data(), in.data(), in.size());
+            else
+                io::cast(p.src_dtype, p.dst_dtype, in, to);
+        };
+        if (p.src_contiguous() && src_row <= kBlockBytes) {
+            // Rows that land apart (a TP shard of a dim-1 split) or need a cast: whole rows per read of about
+            // kBlockBytes, then copied or cast into place; a read per row would cost a syscall per few KB.
+            const std::uint64_t per_read = kBlockBytes / src_row;
+            grow(scratch_, std::min(p.rows, per_read) * src_row);
+            for (std::uint64_t r = 0; r < p.rows; r += per_read) {
+                const std::uint64_t n = std::min(per_read, p.rows - r);
+                auto in = std::span(scratch_).first(n * src_row);
+                sources_.read_at(p.src_file, p.src_offset + r * src_row, in);
+                for (std::uint64_t k = 0; k < n; ++k)
+                    store(in.subspan(k * src_row, src_row), out.subspan((r + k) * out_pitch, dst_row));
+            }
+            return;
+        }
+        // Rows apart in the source, or longer than a block: row by row, at most a block per read.
         const std::uint64_t ses = dtype_size(p.src_dtype), des = dtype_size(p.dst_dtype);
-        grow(scratch_, std::min(p.cols, kCastChunk) * ses);
+        const std::uint64_t per_read = std::max<std::uint64_t>(1, kBlockBytes / ses);
+        if (!same) grow(scratch_, std::min(p.cols, per_read) * ses);
         for (std::uint64_t r = 0; r < p.rows; ++r) {
-            for (std::uint64_t c = 0; c < p.cols; c += kCastChunk) {
-                const std::uint64_t n = std::min(kCastChunk, p.cols - c);
-                auto in = std::span(scratch_).first(n * ses);
-                sources_.read_at(p.src_file, p.src_offset + r * p.src_pitch + c * ses, in);
-                io::cast(p.src_dtype, p.dst_dtype, in, out.subspan(r * dst_row + c * des, n * des));
+            for (std::uint64_t c = 0; c < p.cols; c += per_read) {
+                const std::uint64_t n = std::min(per_read, p.cols - c);
+                auto to = out.subspan(r * out_pitch + c * des, n * des);
+                const auto at = p.src_offset + r * p.src_pitch + c * ses;
+                if (same) {
+                    sources_.read_at(p.src_file, at, to);
+                } else {
+                    auto in = std::span(scratch_).first(n * ses);
+                    sources_.read_at(p.src_file, at, in);
+                    store(in, to);
+                }
             }
         }
-        stats_.bytes_read += p.rows * src_row;
     }
 
-    void place(const plan::Round& round, const RoundLayout& l) {
-        placed_.clear();
+    void place(const plan::Round& round, const RoundLayout& l, Buffer& out) {
+        out.placed.clear();
         std::vector<std::uint64_t> cursor(l.recv_displs.begin(), l.recv_displs.end());
-        std::uint64_t window_at = 0;
         for (auto w = round.first_window; w < round.first_window + round.window_count; ++w) {
             const auto& win = plan_.windows[w];
             if (win.writer != comm_.rank()) continue;
-            auto buffer = std::span(window_).subspan(window_at, win.size);
-            window_at += win.size;
+            auto buffer = std::span(out.window).subspan(l.window_at[w - round.first_window], win.size);
             for (auto i = win.first_piece; i < win.first_piece + win.piece_count; ++i) {
                 const auto& p = plan_.pieces[i];
+                if (local(p, win)) continue;  // read into place by pack()
                 auto& at = cursor[static_cast<std::size_t>(p.reader)];
                 const std::uint64_t row = p.dst_row_bytes();
                 for (std::uint64_t r = 0; r < p.rows; ++r) {
@@ -141,7 +209,7 @@ private:
                 }
                 at += p.dst_bytes();
             }
-            placed_.push_back({w, &win, buffer});
+            out.placed.push_back({w, &win, buffer});
             stats_.bytes_written += win.size;
         }
     }
@@ -151,8 +219,10 @@ private:
     SourceReader sources_;
     io::OutputSink& sink_;
     const DescribeCopy& describe_;
-    std::vector<std::byte> send_, recv_, window_, scratch_;
-    std::vector<io::WindowBytes> placed_;  // this round's windows of this rank, assembled
+    std::vector<std::byte> send_, recv_, scratch_;
+    Buffer buffers_[2];  // rounds alternate: one is assembled while the other is written
+    std::thread writing_;
+    std::exception_ptr write_error_;
     TransferStats stats_;
 };
 

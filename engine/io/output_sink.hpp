@@ -24,6 +24,9 @@ class OutputSink {
 public:
     virtual ~OutputSink() = default;
     virtual void write_round(std::size_t round, std::span<const WindowBytes> windows) = 0;
+    // True when write_round makes no MPI call and may run on another thread while the next round is read and
+    // exchanged (still one round at a time, in order).
+    virtual bool concurrent() const { return false; }
 };
 
 // The safetensors output: each window is one positioned write into its (already sized) file.
@@ -31,6 +34,7 @@ class FileSink final : public OutputSink {
 public:
     explicit FileSink(std::vector<std::string> paths) : paths_(std::move(paths)) {}
     void write_round(std::size_t round, std::span<const WindowBytes> windows) override;
+    bool concurrent() const override { return true; }
 
 private:
     std::vector<std::string> paths_;

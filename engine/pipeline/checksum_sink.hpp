@@ -21,6 +21,7 @@ public:
         }
         inner_.write_round(round, windows);
     }
+    bool concurrent() const override { return inner_.concurrent(); }
     const std::vector<Segment>& segments() const noexcept { return segments_; }
 
 private:

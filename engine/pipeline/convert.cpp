@@ -284,8 +284,9 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
         mapping = model::map_tensors(spec, index, {options.dtype, options.vocab_size});
         plan::PlanLimits limits;
         limits.ranks = comm.size();
-        // Each round holds a send buffer, a receive buffer and the windows being assembled.
-        limits.round_bytes = std::clamp<std::uint64_t>(options.memory_budget / 3, 1, (1ull << 31) - 1);
+        // A round holds a send buffer, a receive buffer and the windows being assembled, while the previous
+        // round's windows are being written.
+        limits.round_bytes = std::clamp<std::uint64_t>(options.memory_budget / 4, 1, (1ull << 31) - 1);
         limits.window_bytes = std::min<std::uint64_t>(limits.round_bytes, 64ull << 20);
         if (hdf5) {
             // One layout file holds every dataset's bytes; windows are cut at chunk boundaries.
