@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Benchmark (not part of the test run): builds megatron2hf in Release into build-bench/, generates synthetic
+# checkpoints under build/bench/ and prints one table (engine vs the cat/cp floor vs the Python baseline).
+#
+#   ci/bench.sh                                  # 0.5 and 2 GB, torch and torch_dist, 1/2/4 ranks, source and bf16
+#   ci/bench.sh --sizes 0.5,2,8                  # add 8 GB (needs ~60 GB free disk; long on a slow disk)
+#   ci/bench.sh --input /path/to/checkpoints     # a real checkpoint instead of generated ones
+#   ci/bench.sh --help                           # every option (bench/bench.py)
+#
+# Results: the table on stdout, build/bench/results.md (machine description + table + targets) and
+# build/bench/results.json. docs/performance.md holds the reference run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ci/install-deps.sh
+build=${BENCH_BUILD_DIR:-build-bench}
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j "$(nproc)" --target megatron2hf >/dev/null
+exec /usr/bin/python3 bench/bench.py --engine "$build/bin/megatron2hf" "$@"
