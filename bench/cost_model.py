@@ -13,9 +13,10 @@ N nodes with r ranks per node (p = N r ranks):
                                                                 writer: over the network at most once, and
                                                                 not at all when both are on the same node
   write     t_w = W / min(N * fs_write, fs_aggregate_write)
-  copies    t_c = (M + k W) / (p * copy)                        user-space copies: read into the send buffer
+  copies    t_c = (M + k W (p-1)/p) / (p * copy)                user-space copies: read into the send buffer
                                                                 (cast there), Alltoallv, place into the window
-                                                                (k = 2), at `copy` GB/s per rank
+                                                                (k = 2; the 1/p of pieces a writer reads itself
+                                                                go straight into its window), `copy` GB/s/rank
   fixed     t_0                                                 start-up, index (pickle/metadata), plan
 
   serial (stages of a round one after another; the engine with --format hdf5):  T = t_0 + t_r + t_x + t_w + t_c
@@ -36,7 +37,8 @@ def predict(M, W, N, r, p):
     t_r = M / min(N * p.fs_read, p.fs_aggregate_read) / 1e9
     t_x = W * (N - 1) / N / (N * p.net) / 1e9
     t_w = W / min(N * p.fs_write, p.fs_aggregate_write) / 1e9
-    t_c = (M + p.k * W) / (N * r * p.copy) / 1e9
+    ranks = N * r
+    t_c = (M + p.k * W * (ranks - 1) / ranks) / (ranks * p.copy) / 1e9  # a writer's own pieces skip k copies
     serial = p.t0 + t_r + t_x + t_w + t_c
     pipelined = p.t0 + max(t_r + t_x + t_c, t_w)
     overlap = p.t0 + max(t_r, t_x, t_w, t_c)

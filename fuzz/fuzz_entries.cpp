@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -121,16 +122,15 @@ pickle::PersistentLoad storage_loader(std::unordered_map<std::string, pickle::Va
     };
 }
 
+// The oracle for an accepted DCP path, written apart from the parser's own check (std::filesystem here):
+// relative, no backslash, no `.` or `..` component (the parser may refuse more, e.g. empty components).
 bool plain_relative(std::string_view p) {
-    if (p.empty() || p.front() == '/' || p.find('\\') != std::string_view::npos) return false;
-    std::size_t start = 0;
-    while (true) {
-        const auto slash = p.find('/', start);
-        const auto part = p.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
-        if (part.empty() || part == "." || part == "..") return false;
-        if (slash == std::string_view::npos) return true;
-        start = slash + 1;
-    }
+    if (p.empty() || p.find('\\') != std::string_view::npos || p.find('\0') != std::string_view::npos) return false;
+    const std::filesystem::path path{std::string(p)};
+    if (path.is_absolute() || path.has_root_path()) return false;
+    for (const auto& part : path)
+        if (part == "." || part == "..") return false;
+    return true;
 }
 
 }  // namespace
