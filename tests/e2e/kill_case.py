@@ -46,6 +46,19 @@ def ranks_of(out):
     return sorted(pids)
 
 
+def alive(pids):
+    """Those of pids still running (zombies count as gone: they have exited, only their parent has not reaped them)."""
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--engine", required=True)
@@ -79,19 +92,33 @@ def main():
         while time.time() < deadline and len(pids) < a.ranks and p.poll() is None:
             pids = ranks_of(out)
             time.sleep(0.01)
+        # Delays count from the moment the staging folder appears: before it, no output has been touched.
+        while time.time() < deadline and not os.path.isdir(staging) and p.poll() is None:
+            time.sleep(0.005)
         time.sleep(delay)
         pids = ranks_of(out)
         killed = False
         if p.poll() is None and len(pids) > victim:
             os.kill(pids[victim], signal.SIGKILL)
             killed = True
-        try:
-            p.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
+        # The engine must not hang: every rank ends within 60 s of the kill.
+        deadline = time.time() + 60
+        while time.time() < deadline and alive(pids):
+            time.sleep(0.05)
+        if alive(pids):
             p.kill()
-            print(f"FAIL: delay {delay}: mpirun did not exit after a rank was killed (hang)")
+            print(f"FAIL: delay {delay}: ranks {alive(pids)} still running 60 s after rank {victim} was killed (hang)")
             failures += 1
             continue
+        # mpirun itself sometimes deadlocks in its PMIx server's finalize after a child was SIGKILLed, with all
+        # ranks already gone (Open MPI 4.1.4 + PMIx 4.2.2; a 10-line MPI program killed in MPI_Init does it too,
+        # see openpmix/openpmix#1233). That is the launcher's bug, not the engine's: report it and go on.
+        try:
+            p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            print(f"note: delay {delay}: every rank exited but mpirun hung in its own teardown; killed it")
         state = "killed" if killed and p.returncode else "finished before the kill"
         intact = os.path.isdir(out) and digest(out) == before
         print(f"delay {delay:4.2f}s, rank {victim}: {state}, exit {p.returncode}, previous output intact: {intact}")
