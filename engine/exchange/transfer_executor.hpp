@@ -3,8 +3,9 @@
 // way; pieces it writes itself go straight into their window), one MPI_Alltoallv moves them to the writers,
 // each writer assembles its windows, and every rank hands its assembled windows to the output sink
 // (io/output_sink.hpp: positioned writes, or parallel HDF5). A sink that makes no MPI calls writes round r on
-// a second thread while round r + 1 is read and exchanged (two window buffers). Failures on any rank stop
-// every rank at the next round boundary.
+// a second thread while round r + 1 is read and exchanged (two window buffers); that thread also streams the
+// windows that need no assembly (all pieces its own, uncast) from source to sink through a small buffer.
+// Failures on any rank stop every rank at the next round boundary.
 #include <cstdint>
 #include <functional>
 #include <string>

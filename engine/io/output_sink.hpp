@@ -24,8 +24,9 @@ class OutputSink {
 public:
     virtual ~OutputSink() = default;
     virtual void write_round(std::size_t round, std::span<const WindowBytes> windows) = 0;
-    // True when write_round makes no MPI call and may run on another thread while the next round is read and
-    // exchanged (still one round at a time, in order).
+    // True when write_round makes no MPI call. It may then run on another thread while the next round is read
+    // and exchanged (still one round at a time, in order), and be called several times in a round, with
+    // stretches of a window (each given as a Window of its own: same file, its own offset and size).
     virtual bool concurrent() const { return false; }
 };
 

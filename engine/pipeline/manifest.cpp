@@ -26,14 +26,6 @@ std::vector<Segment> window_segments(const plan::OutputLayout& layout, const std
     return out;
 }
 
-void checksum_segments(std::vector<Segment>& segments, const plan::OutputLayout& layout, const plan::Window& window,
-                       std::span<const std::byte> bytes) {
-    for (auto& s : segments) {
-        const auto at = layout.placement[s.tensor].offset + s.offset - window.offset;
-        s.crc = crc32c(bytes.subspan(at, s.length));
-    }
-}
-
 std::vector<std::uint32_t> tensor_checksums(std::vector<Segment> segments, const std::vector<plan::OutputTensor>& tensors) {
     std::sort(segments.begin(), segments.end(), [](const Segment& a, const Segment& b) {
         return a.tensor != b.tensor ? a.tensor < b.tensor : a.offset < b.offset;

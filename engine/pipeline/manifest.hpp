@@ -27,9 +27,6 @@ struct Segment {
 // Pure: the stretches of tensors that `window` covers (CRCs left 0), in file order.
 std::vector<Segment> window_segments(const plan::OutputLayout& layout, const std::vector<plan::OutputTensor>& tensors,
                                      const plan::Window& window);
-// Fills the CRCs of `segments` from the window's bytes.
-void checksum_segments(std::vector<Segment>& segments, const plan::OutputLayout& layout, const plan::Window& window,
-                       std::span<const std::byte> bytes);
 // Per-tensor CRC from all ranks' segments; every byte of every tensor must be covered exactly once.
 std::vector<std::uint32_t> tensor_checksums(std::vector<Segment> segments, const std::vector<plan::OutputTensor>& tensors);
 
