@@ -4,8 +4,8 @@
 // each writer assembles its windows, and every rank hands its assembled windows to the output sink
 // (io/output_sink.hpp: positioned writes, or parallel HDF5). A sink that makes no MPI calls writes round r on
 // a second thread while round r + 1 is read and exchanged (two window buffers); that thread also streams the
-// windows that need no assembly (all pieces its own, uncast) from source to sink through a small buffer.
-// Failures on any rank stop every rank at the next round boundary.
+// rank's own uncast pieces that are contiguous at both ends from source to sink through a small buffer, and
+// writes the rest of their windows around them. Failures on any rank stop every rank at the next round boundary.
 #include <cstdint>
 #include <functional>
 #include <string>
