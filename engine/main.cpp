@@ -32,6 +32,7 @@ cxxopts::Options make_options() {
         ("dtype", "source, bf16, fp16 or fp32 (casts round to nearest even)", cxxopts::value<std::string>()->default_value("source"))
         ("max-shard-size", "largest safetensors file, e.g. 5GB, 500MB, 2GiB", cxxopts::value<std::string>()->default_value("5GB"))
         ("memory-budget", "per-rank memory for exchange buffers, e.g. 1GiB, 256MiB", cxxopts::value<std::string>()->default_value("1GiB"))
+        ("readers", "who reads each source byte: writers (the rank that writes it, so tensor bytes never cross MPI) or files (one rank per source file; MPI_Alltoallv carries the bytes to their writers)", cxxopts::value<std::string>()->default_value("writers"))
         ("assets", "folder whose files are copied into the output (modeling code, tokenizer files)", cxxopts::value<std::string>()->default_value(""))
         ("num-key-value-heads", "override the number of KV heads (query groups)", cxxopts::value<std::uint64_t>())
         ("vocab-size", "trim embedding and lm_head to this many rows (default: keep the padded vocabulary)", cxxopts::value<std::uint64_t>())
@@ -106,6 +107,10 @@ std::optional<m2h::pipeline::ConvertOptions> parse(int argc, char** argv, bool p
     o.dtype = parse_dtype(r["dtype"].as<std::string>());
     o.max_shard_size = m2h::parse_byte_size(r["max-shard-size"].as<std::string>(), "--max-shard-size");
     o.memory_budget = m2h::parse_byte_size(r["memory-budget"].as<std::string>(), "--memory-budget");
+    const auto readers = r["readers"].as<std::string>();
+    if (readers != "writers" && readers != "files")
+        throw Error("--readers", "expected writers or files, got '" + readers + "'");
+    o.readers = readers == "files" ? m2h::plan::Readers::files : m2h::plan::Readers::writers;
     o.assets = r["assets"].as<std::string>();
     if (r.count("num-key-value-heads")) o.num_key_value_heads = r["num-key-value-heads"].as<std::uint64_t>();
     if (r.count("vocab-size")) o.vocab_size = r["vocab-size"].as<std::uint64_t>();
@@ -138,7 +143,7 @@ int main(int argc, char** argv) {
     m2h::exchange::MpiSession mpi(&argc, &argv);
     m2h::exchange::Comm comm;
     auto logger = spdlog::stderr_color_mt("megatron2hf");
-    logger->set_pattern("[%Y-%m-%d %H:%M:%S] [%n] [%^%l%$] %v");
+    logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%^%l%$] %v");
     spdlog::set_default_logger(logger);
     try {
         // `megatron2hf verify DIR`: re-check a converted folder against its manifest.

@@ -13,6 +13,7 @@
 #include "common/fault_injection.hpp"
 #include "exchange/source_reader.hpp"
 #include "io/dtype_cast.hpp"
+#include "plan/streamed_ranges.hpp"
 
 namespace m2h::exchange {
 namespace {
@@ -30,22 +31,24 @@ constexpr std::uint64_t kStreamBytes = 256u << 10;
 // Alltoallv and the placing copy. Replicas to verify still travel, to be compared with what was placed.
 bool local(const Piece& p, const plan::Window& w) { return p.reader == w.writer && !p.verify_only; }
 
-constexpr std::uint64_t kMinStreamed = 64u << 10;  // smaller pieces cost less through the window than a write each
+constexpr std::uint64_t kMinStreamed = 64u << 10;  // smaller ranges cost less through the window than a write each
 
-// A piece its writer reads itself, unchanged (no cast, no replica to compare), contiguous at both ends and not
-// small needs no window buffer: the writer thread streams it from its source file to the sink, and the rest of
-// its window is written around it.
-std::vector<bool> streamed_pieces(const TransferPlan& plan, const std::vector<plan::SourceFile>& sources, bool sink_streams) {
-    std::vector<bool> out(plan.pieces.size(), false);
-    if (!sink_streams) return out;
-    for (const auto& win : plan.windows)
-        for (auto i = win.first_piece; i < win.first_piece + win.piece_count; ++i) {
-            const auto& p = plan.pieces[i];
-            out[i] = local(p, win) && p.src_dtype == p.dst_dtype && p.src_contiguous() && p.dst_contiguous() &&
-                     p.dst_bytes() >= kMinStreamed && !sources.at(p.src_file).zstd;
-        }
-    return out;
-}
+// A growable buffer of uninitialised bytes: growing costs no memset, and the pages a round never touches (its
+// windows' streamed ranges) are never faulted in.
+class RawBuffer {
+public:
+    void grow(std::uint64_t n) {
+        if (n <= size_) return;
+        data_ = std::make_unique_for_overwrite<std::byte[]>(n);
+        size_ = n;
+    }
+    std::byte* data() { return data_.get(); }
+    std::span<std::byte> span() { return {data_.get(), size_}; }
+
+private:
+    std::unique_ptr<std::byte[]> data_;
+    std::uint64_t size_ = 0;
+};
 
 struct RoundLayout {
     std::vector<int> send_counts, send_displs, recv_counts, recv_displs;
@@ -84,7 +87,19 @@ public:
     Executor(const Comm& comm, const TransferPlan& plan, const std::vector<plan::SourceFile>& sources,
              io::OutputSink& sink, const DescribeCopy& describe, std::uint64_t cache_bytes)
         : comm_(comm), plan_(plan), sources_(sources, cache_bytes), streamed_(sources, 0), sink_(sink),
-          describe_(describe), streamed_pieces_(streamed_pieces(plan, sources, sink.concurrent())) {}
+          describe_(describe), streamed_pieces_(plan.pieces.size(), false), window_ranges_(plan.windows.size() + 1, 0) {
+        if (sink.concurrent()) {
+            std::vector<bool> compressed;
+            for (const auto& f : sources) compressed.push_back(f.zstd);
+            ranges_ = plan::streamed_ranges(plan, comm.rank(), compressed, kMinStreamed);
+        }
+        // ranges_ is sorted by window: window w's ranges are [window_ranges_[w], window_ranges_[w + 1]).
+        for (const auto& r : ranges_) {
+            ++window_ranges_[r.window + 1];
+            for (const auto i : r.pieces) streamed_pieces_[i] = true;
+        }
+        for (std::size_t w = 0; w < plan.windows.size(); ++w) window_ranges_[w + 1] += window_ranges_[w];
+    }
 
     ~Executor() {
         if (writing_.joinable()) writing_.join();  // after a failure elsewhere: its own error no longer matters
@@ -96,11 +111,12 @@ public:
             const auto& round = plan_.rounds[r];
             const auto l = layout_round(plan_, round, comm_.rank(), comm_.size());
             auto& buffer = buffers_[r % 2];
-            grow(send_, l.send_total);
-            grow(recv_, l.recv_total);
-            grow(buffer.window, l.window_total);
+            send_.grow(l.send_total);
+            recv_.grow(l.recv_total);
+            buffer.window.grow(l.window_total);
             collective(comm_, [&] { pack(round, l, buffer.window); });
-            comm_.all_to_all(send_, l.send_counts, l.send_displs, recv_, l.recv_counts, l.recv_displs);
+            comm_.all_to_all(send_.span(), l.send_counts, l.send_displs, recv_.span(), l.recv_counts, l.recv_displs);
+            stats_.bytes_sent += l.send_total - static_cast<std::uint64_t>(l.send_counts[static_cast<std::size_t>(comm_.rank())]);
             collective(comm_, [&] { place(round, l, buffer); });
             // Apart from placing, so that a rank failing there never leaves a collective sink waiting.
             if (sink_.concurrent()) {
@@ -123,20 +139,18 @@ public:
         }
         collective(comm_, [&] { finish_write(); });
         stats_.bytes_read += streamed_bytes_;
+        stats_.bytes_streamed = streamed_bytes_;
         return stats_;
     }
 
 private:
     struct Buffer {
-        std::vector<std::byte> window;
+        RawBuffer window;
         std::vector<io::WindowBytes> placed;  // the round's windows of this rank, assembled, or their stretches
-        std::deque<plan::Window> stretches;   // around streamed pieces (a deque: `placed` points into it)
-        std::vector<std::uint32_t> streamed;  // pieces the writer thread streams
+        std::deque<plan::Window> stretches;   // around streamed ranges (a deque: `placed` points into it)
+        std::vector<std::uint32_t> streamed;  // ranges the writer thread streams
     };
 
-    static void grow(std::vector<std::byte>& buffer, std::uint64_t n) {
-        if (buffer.size() < n) buffer.resize(n);
-    }
 
     // Waits for the write in flight, if any, and rethrows its failure.
     void finish_write() {
@@ -144,7 +158,7 @@ private:
         if (auto e = std::exchange(write_error_, nullptr)) std::rethrow_exception(e);
     }
 
-    void pack(const plan::Round& round, const RoundLayout& l, std::vector<std::byte>& window) {
+    void pack(const plan::Round& round, const RoundLayout& l, RawBuffer& window) {
         fault_point(comm_.rank(), "move");
         std::vector<std::uint64_t> cursor(l.send_displs.begin(), l.send_displs.end());
         for (auto w = round.first_window; w < round.first_window + round.window_count; ++w) {
@@ -155,11 +169,11 @@ private:
                 if (local(p, win)) {
                     const auto at = l.window_at[w - round.first_window] + (p.dst_offset - win.offset);
                     const auto span = (p.rows - 1) * p.dst_pitch + p.dst_row_bytes();
-                    read_piece(p, std::span(window).subspan(at, span), p.dst_pitch);
+                    read_piece(p, window.span().subspan(at, span), p.dst_pitch);
                     continue;
                 }
                 auto& at = cursor[static_cast<std::size_t>(win.writer)];
-                read_piece(p, std::span(send_).subspan(at, p.dst_bytes()), p.dst_row_bytes());
+                read_piece(p, send_.span().subspan(at, p.dst_bytes()), p.dst_row_bytes());
                 at += p.dst_bytes();
             }
         }
@@ -184,10 +198,10 @@ private:
             // Rows that land apart (a TP shard of a dim-1 split) or need a cast: whole rows per read of about
             // kBlockBytes, then copied or cast into place; a read per row would cost a syscall per few KB.
             const std::uint64_t per_read = kBlockBytes / src_row;
-            grow(scratch_, std::min(p.rows, per_read) * src_row);
+            scratch_.grow(std::min(p.rows, per_read) * src_row);
             for (std::uint64_t r = 0; r < p.rows; r += per_read) {
                 const std::uint64_t n = std::min(per_read, p.rows - r);
-                auto in = std::span(scratch_).first(n * src_row);
+                auto in = scratch_.span().first(n * src_row);
                 sources_.read_at(p.src_file, p.src_offset + r * src_row, in);
                 for (std::uint64_t k = 0; k < n; ++k)
                     store(in.subspan(k * src_row, src_row), out.subspan((r + k) * out_pitch, dst_row));
@@ -197,7 +211,7 @@ private:
         // Rows apart in the source, or longer than a block: row by row, at most a block per read.
         const std::uint64_t ses = dtype_size(p.src_dtype), des = dtype_size(p.dst_dtype);
         const std::uint64_t per_read = std::max<std::uint64_t>(1, kBlockBytes / ses);
-        if (!same) grow(scratch_, std::min(p.cols, per_read) * ses);
+        if (!same) scratch_.grow(std::min(p.cols, per_read) * ses);
         for (std::uint64_t r = 0; r < p.rows; ++r) {
             for (std::uint64_t c = 0; c < p.cols; c += per_read) {
                 const std::uint64_t n = std::min(per_read, p.cols - c);
@@ -206,7 +220,7 @@ private:
                 if (same) {
                     sources_.read_at(p.src_file, at, to);
                 } else {
-                    auto in = std::span(scratch_).first(n * ses);
+                    auto in = scratch_.span().first(n * ses);
                     sources_.read_at(p.src_file, at, in);
                     store(in, to);
                 }
@@ -222,7 +236,7 @@ private:
         for (auto w = round.first_window; w < round.first_window + round.window_count; ++w) {
             const auto& win = plan_.windows[w];
             if (win.writer != comm_.rank()) continue;
-            auto buffer = std::span(out.window).subspan(l.window_at[w - round.first_window], win.size);
+            auto buffer = out.window.span().subspan(l.window_at[w - round.first_window], win.size);
             for (auto i = win.first_piece; i < win.first_piece + win.piece_count; ++i) {
                 const auto& p = plan_.pieces[i];
                 if (local(p, win)) continue;  // read into place by pack(), or streamed
@@ -243,50 +257,91 @@ private:
         }
     }
 
-    // Hands window w to the sink whole or, around its streamed pieces, as the stretches between them.
+    // Hands window w to the sink whole or, around its streamed ranges, as the stretches between them.
     void add_window(Buffer& out, std::uint32_t w, std::span<const std::byte> bytes) {
         const auto& win = plan_.windows[w];
-        std::vector<const Piece*> holes;
-        for (auto i = win.first_piece; i < win.first_piece + win.piece_count; ++i)
-            if (streamed_pieces_[i]) {
-                holes.push_back(&plan_.pieces[i]);
-                out.streamed.push_back(i);
-            }
-        if (holes.empty()) {
+        const auto first = window_ranges_[w], last = window_ranges_[w + 1];
+        if (first == last) {
             out.placed.push_back({w, &win, bytes});
             return;
         }
-        std::sort(holes.begin(), holes.end(), [](auto* a, auto* b) { return a->dst_offset < b->dst_offset; });
         std::uint64_t at = win.offset;
         const auto stretch = [&](std::uint64_t end) {
             if (end <= at) return;
             out.stretches.push_back({win.file, at, end - at, win.writer, 0, 0});
             out.placed.push_back({w, &out.stretches.back(), bytes.subspan(at - win.offset, end - at)});
         };
-        for (const auto* p : holes) {
-            stretch(p->dst_offset);
-            at = p->dst_offset + p->dst_bytes();
+        for (auto k = first; k < last; ++k) {
+            stretch(ranges_[k].offset);
+            at = ranges_[k].offset + ranges_[k].bytes;
+            out.streamed.push_back(k);
         }
         stretch(win.offset + win.size);
     }
 
-    // On the writer thread: streamed pieces, from source file to sink through a buffer that stays in cache. The
-    // sink gets each part as a window of its own (a concurrent sink accepts stretches).
-    void stream(std::size_t round, const std::vector<std::uint32_t>& pieces) {
-        grow(bounce_, kStreamBytes);
-        for (const auto i : pieces) {
-            const auto& p = plan_.pieces[i];
-            const auto& win = plan_.windows[p.window];
-            const std::uint64_t bytes = p.dst_bytes();
-            for (std::uint64_t at = 0; at < bytes; at += kStreamBytes) {
-                const auto part = std::span(bounce_).first(std::min(kStreamBytes, bytes - at));
-                streamed_.read_at(p.src_file, p.src_offset + at, part);
-                const plan::Window stretch{win.file, p.dst_offset + at, part.size(), win.writer, 0, 0};
-                const io::WindowBytes one{p.window, &stretch, part};
+    // On the writer thread: streamed ranges, from source files to sink through buffers that stay in cache, a
+    // few rows (or, for one contiguous piece, a few hundred KiB) at a time, cast on the way. The sink gets each
+    // part as a window of its own (a concurrent sink accepts stretches).
+    void stream(std::size_t round, const std::vector<std::uint32_t>& ranges) {
+        for (const auto k : ranges) {
+            const auto& r = ranges_[k];
+            const auto& win = plan_.windows[r.window];
+            const auto write = [&](std::uint64_t at, std::span<const std::byte> bytes) {
+                const plan::Window stretch{win.file, at, bytes.size(), win.writer, 0, 0};
+                const io::WindowBytes one{r.window, &stretch, bytes};
                 sink_.write_round(round, std::span(&one, 1));
-                streamed_bytes_ += part.size();
+            };
+            if (r.rows == 1) {
+                const auto& p = plan_.pieces[r.pieces.front()];
+                const std::uint64_t ses = dtype_size(p.src_dtype), des = dtype_size(p.dst_dtype);
+                const std::uint64_t step = std::max<std::uint64_t>(1, kStreamBytes / std::max(ses, des));
+                for (std::uint64_t e = 0; e < p.cols; e += step) {
+                    const std::uint64_t n = std::min(step, p.cols - e);
+                    write(p.dst_offset + e * des, read_rows(p, p.src_offset + e * ses, 1, n * ses, n * des, n * des));
+                }
+                continue;
+            }
+            const std::uint64_t step = std::max<std::uint64_t>(1, kStreamBytes / r.pitch);
+            for (std::uint64_t row = 0; row < r.rows; row += step) {
+                const std::uint64_t n = std::min(step, r.rows - row);
+                assembled_.grow(n * r.pitch);
+                for (const auto i : r.pieces) {
+                    const auto& p = plan_.pieces[i];
+                    auto to = assembled_.span().subspan(p.dst_offset - r.offset);
+                    read_rows(p, p.src_offset + row * p.src_row_bytes(), n, p.src_row_bytes(), p.dst_row_bytes(),
+                              r.pitch, to);
+                }
+                write(r.offset + row * r.pitch, assembled_.span().first(n * r.pitch));
             }
         }
+    }
+
+    // Reads `rows` consecutive source rows of a streamed piece at `at` and stores them as output bytes, row i at
+    // i * pitch of `to` (default: the bounce buffer, returned).
+    std::span<const std::byte> read_rows(const Piece& p, std::uint64_t at, std::uint64_t rows, std::uint64_t src_row,
+                                         std::uint64_t dst_row, std::uint64_t pitch, std::span<std::byte> to = {}) {
+        const bool same = p.src_dtype == p.dst_dtype;
+        if (to.empty()) {
+            bounce_.grow(rows * pitch);
+            to = bounce_.span();
+        }
+        streamed_bytes_ += rows * src_row;
+        if (same && (rows == 1 || pitch == dst_row)) {
+            streamed_.read_at(p.src_file, at, to.first(rows * dst_row));
+            return to.first(rows * dst_row);
+        }
+        incoming_.grow(rows * src_row);
+        const auto in = incoming_.span().first(rows * src_row);
+        streamed_.read_at(p.src_file, at, in);
+        for (std::uint64_t i = 0; i < rows; ++i) {
+            const auto from = in.subspan(i * src_row, src_row);
+            const auto row = to.subspan(i * pitch, dst_row);
+            if (same)
+                std::memcpy(row.data(), from.data(), dst_row);
+            else
+                io::cast(p.src_dtype, p.dst_dtype, from, row);
+        }
+        return to.first((rows - 1) * pitch + dst_row);
     }
 
     const Comm& comm_;
@@ -295,8 +350,11 @@ private:
     SourceReader streamed_;  // the writer thread's own files
     io::OutputSink& sink_;
     const DescribeCopy& describe_;
-    const std::vector<bool> streamed_pieces_;  // per piece of the plan
-    std::vector<std::byte> send_, recv_, scratch_, bounce_;
+    std::vector<plan::StreamedRange> ranges_;  // this rank's, by window
+    std::vector<bool> streamed_pieces_;          // per piece of the plan: part of one of ranges_
+    std::vector<std::size_t> window_ranges_;     // per window: where its ranges start in ranges_
+    RawBuffer send_, recv_, scratch_;
+    RawBuffer bounce_, incoming_, assembled_;  // the writer thread's, for streamed ranges
     std::uint64_t streamed_bytes_ = 0;  // read by the writer thread
     Buffer buffers_[2];  // rounds alternate: one is assembled while the other is written
     std::thread writing_;

@@ -19,8 +19,10 @@
 namespace m2h::exchange {
 
 struct TransferStats {
-    std::uint64_t bytes_read = 0;     // by this rank, from source files
-    std::uint64_t bytes_written = 0;  // by this rank, into output files
+    std::uint64_t bytes_read = 0;      // by this rank, from source files
+    std::uint64_t bytes_streamed = 0;  // of those, read by the writer thread into a small buffer (streamed ranges)
+    std::uint64_t bytes_sent = 0;      // output bytes this rank sent to other ranks
+    std::uint64_t bytes_written = 0;   // by this rank, into output files
 };
 
 // Names the tensor copy behind a piece's tag, for error messages.

@@ -288,6 +288,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
         // round's windows are being written.
         limits.round_bytes = std::clamp<std::uint64_t>(options.memory_budget / 4, 1, (1ull << 31) - 1);
         limits.window_bytes = std::min<std::uint64_t>(limits.round_bytes, 64ull << 20);
+        limits.readers = options.readers;
         if (hdf5) {
             // One layout file holds every dataset's bytes; windows are cut at chunk boundaries.
             chunk_rows = plan::hdf5_chunk_rows(mapping.outputs, std::min(kHdf5ChunkBytes, limits.window_bytes));
@@ -383,6 +384,10 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     summary.bytes_read = comm.sum(stats.bytes_read);
     summary.process_bytes_read = comm.sum(io::process_bytes_read() - read_before);
     summary.bytes_written = comm.sum(stats.bytes_written);
+    const auto streamed = comm.sum(stats.bytes_streamed), sent = comm.sum(stats.bytes_sent);
+    if (root)
+        spdlog::debug("moved: {} of {} source bytes streamed by their writers, {} output bytes sent over MPI",
+                      streamed, summary.bytes_read, sent);
     if (hdf5) {
         summary.hdf5_stored_bytes = h5.commit(options.overwrite);
         summary.hdf5_group = hdf5_group;

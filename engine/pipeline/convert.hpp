@@ -7,6 +7,7 @@
 
 #include "common/dtype.hpp"
 #include "exchange/mpi_comm.hpp"
+#include "plan/transfer_plan.hpp"
 
 namespace m2h::pipeline {
 
@@ -18,6 +19,7 @@ struct ConvertOptions {
     std::optional<DType> dtype;                      // nullopt: source
     std::uint64_t max_shard_size = 5'000'000'000ull;
     std::uint64_t memory_budget = 1ull << 30;        // per rank, for round buffers
+    plan::Readers readers = plan::Readers::writers;  // who reads each source byte (plan/transfer_plan.hpp)
     std::string assets;
     std::optional<std::uint64_t> num_key_value_heads;
     std::optional<std::uint64_t> vocab_size;

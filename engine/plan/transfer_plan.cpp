@@ -169,10 +169,13 @@ TransferPlan plan_transfers(const std::vector<CopySpec>& copies, const std::vect
         clip(c, windows, file_first, pieces);
     }
 
-    // Readers: whole source files when there are enough of them, else contiguous stretches of each file.
+    // Readers: the writers, or whole source files when there are enough of them, else contiguous stretches of
+    // each file.
     std::vector<std::uint64_t> src_bytes(source_files, 0);
     for (const auto& p : pieces) src_bytes[p.src_file] += p.rows * p.src_row_bytes();
-    if (source_files >= static_cast<std::uint32_t>(ranks)) {
+    if (limits.readers == Readers::writers) {
+        for (auto& p : pieces) p.reader = windows[p.window].writer;
+    } else if (source_files >= static_cast<std::uint32_t>(ranks)) {
         const auto owner = balance_whole(src_bytes, ranks);
         for (auto& p : pieces) p.reader = owner[p.src_file];
     } else {

@@ -4,8 +4,8 @@
 // Output files are cut into windows (contiguous byte ranges cut at tensor-row boundaries); each window has one
 // writer rank and is completed within one round. Copies are clipped to windows into pieces; each piece has
 // one reader rank, which reads it, casts it to the output dtype, and sends it to the window's writer with
-// MPI_Alltoallv. Rounds are packed so that no rank sends or receives more than `round_bytes` in one, so every
-// Alltoallv count and displacement fits in an int by construction.
+// MPI_Alltoallv unless it is that writer. Rounds are packed so that no rank sends or receives more than
+// `round_bytes` in one, so every Alltoallv count and displacement fits in an int by construction.
 #include <cstdint>
 #include <vector>
 
@@ -63,10 +63,17 @@ struct Round {
     std::uint64_t bytes = 0;         // output bytes completed by this round
 };
 
+// Who reads a piece. `writers`: the rank that writes it, so only replicas to compare cross MPI; every rank
+// reads the parts of many source files that its output needs. `files`: whole source files per rank (or
+// contiguous stretches of them when there are fewer files than ranks), and the exchange carries the bytes
+// to their writers; one reader per source file, for filesystems that prefer that.
+enum class Readers { writers, files };
+
 struct PlanLimits {
     int ranks = 1;
     std::uint64_t round_bytes = 1u << 28;  // per rank and round, sent and received; at most INT_MAX
     std::uint64_t window_bytes = 1u << 26;  // largest window (one positioned write)
+    Readers readers = Readers::writers;
 };
 
 struct TransferPlan {

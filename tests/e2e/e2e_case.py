@@ -93,6 +93,11 @@ def main():
                     help="also convert the fixture's legacy checkpoint and require byte-identical output files")
     ap.add_argument("--max-read-ratio", type=float,
                     help="bytes read from disk / model bytes, from the engine's summary line, must not exceed this")
+    ap.add_argument("--min-streamed-share", type=float,
+                    help="share of the source bytes its writers must stream (the debug 'moved:' line; pass "
+                         "--log-level debug in --engine-args)")
+    ap.add_argument("--sent-over-mpi", choices=["none", "some"],
+                    help="whether output bytes must cross MPI (the debug 'moved:' line)")
     ap.add_argument("--no-forward", action="store_true")
     ap.add_argument("--swap-check", action="store_true",
                     help="also show the forward test fails on the output with gate/up or q/k swapped")
@@ -151,6 +156,20 @@ def main():
     if p.returncode:
         print("FAIL: the engine failed")
         return 1
+    if a.min_streamed_share is not None or a.sent_over_mpi:
+        m = re.search(r"moved: (\d+) of (\d+) source bytes streamed by their writers, (\d+) output bytes sent over MPI",
+                      p.stderr + p.stdout)
+        if not m:
+            print("FAIL: no 'moved:' line in the engine's output")
+            return 1
+        streamed, read, sent = (int(x) for x in m.groups())
+        print(f"streamed {streamed} of {read} source bytes, {sent} bytes over MPI")
+        if a.min_streamed_share is not None and streamed < a.min_streamed_share * read:
+            print(f"FAIL: writers streamed less than {a.min_streamed_share:.0%} of the bytes read")
+            return 1
+        if (sent > 0) != (a.sent_over_mpi == "some"):
+            print(f"FAIL: expected {a.sent_over_mpi} bytes over MPI")
+            return 1
     if a.max_read_ratio:
         m = re.search(r"(\d+) bytes read from disk for (\d+) model bytes", p.stderr + p.stdout)
         if not m:
