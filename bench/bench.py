@@ -130,6 +130,11 @@ class Runner:
         self.env = dict(os.environ)
         if os.geteuid() == 0:
             self.env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        if a.launcher == "mpirun":
+            # mpirun runs the ranks on this machine: Open MPI's shared-memory transport is all they need, and
+            # probing the network ones (UCX, OFI) adds about 0.2 s to every run (docs/performance.md).
+            self.env.setdefault("OMPI_MCA_pml", "ob1")
+            self.env.setdefault("OMPI_MCA_btl", "self,vader")
 
     def run(self, argv, stats_dir, parallel=None, shell=False, stdout=None):
         """Run argv under procstat (each rank when `parallel` = (nodes, ranks per node)); returns a record."""
@@ -598,7 +603,9 @@ def main(argv=None):
     md = [f"Run {machine['date']} on {machine['host']}: `{cmdline}` ({(time.time() - started) / 60:.1f} min)", "",
           f"- CPU: {machine['cpu']}", f"- memory: {machine['memory_gib']} GiB", f"- OS / kernel: {machine['os']}, "
           f"Linux {machine['kernel']}", f"- filesystem of the checkpoints and outputs: {machine['filesystem']}",
-          f"- MPI: {machine['mpirun']}; torch {machine['torch']} (baseline)",
+          f"- MPI: {machine['mpirun']}" + (f" (OMPI_MCA_pml={os.environ.get('OMPI_MCA_pml', 'ob1')}, "
+                                           f"OMPI_MCA_btl={os.environ.get('OMPI_MCA_btl', 'self,vader')})"
+                                           if a.launcher == "mpirun" else "") + f"; torch {machine['torch']} (baseline)",
           f"- engine --memory-budget {a.memory_budget}; {a.runs} runs per row (median), baseline {a.baseline_runs}; "
           f"memory state {a.memory_state}; page cache {'dropped before every run' if a.drop_caches else 'warm'}; "
           f"generated optimizer state {'dense' if a.dense_optimizer else 'sparse zeros'}",
