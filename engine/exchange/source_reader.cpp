@@ -11,15 +11,24 @@ namespace {
 // A decompressed DCP item holds one chunk of one tensor; anything far larger than its compressed size times a
 // generous ratio is not a real checkpoint.
 constexpr std::uint64_t kMaxItemBytes = 1ull << 36;
+constexpr std::size_t kMaxOpenFiles = 64;
 }  // namespace
 
 SourceReader::SourceReader(const std::vector<plan::SourceFile>& files, std::uint64_t cache_bytes)
     : files_(files), cache_bytes_(cache_bytes) {}
 
 const io::File& SourceReader::open(const std::string& path) {
-    auto& f = open_[path];
-    if (!f) f = std::make_unique<io::File>(path, io::File::Mode::Read);
-    return *f;
+    if (const auto it = by_path_.find(path); it != by_path_.end()) {
+        open_.splice(open_.begin(), open_, it->second);
+        return *open_.front().second;
+    }
+    if (open_.size() == kMaxOpenFiles) {
+        by_path_.erase(open_.back().first);
+        open_.pop_back();
+    }
+    open_.emplace_front(path, std::make_unique<io::File>(path, io::File::Mode::Read));
+    by_path_[path] = open_.begin();
+    return *open_.front().second;
 }
 
 const std::vector<std::byte>& SourceReader::decompressed(std::uint32_t file) {

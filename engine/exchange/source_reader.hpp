@@ -1,6 +1,7 @@
 #pragma once
-// Positioned reads from the sources of a plan: files opened on first use, and zstd items decompressed on first
-// use and kept in a small cache bounded by bytes (pieces of one item usually come in a row).
+// Positioned reads from the sources of a plan: files opened on first use and kept open, the most recently used
+// 64 at most (a writer may read from every rank file of a large torch_dist checkpoint), and zstd items
+// decompressed on first use and kept in a small cache bounded by bytes (pieces of one item usually come in a row).
 #include <cstdint>
 #include <list>
 #include <map>
@@ -24,7 +25,9 @@ private:
 
     const std::vector<plan::SourceFile>& files_;
     std::uint64_t cache_bytes_;
-    std::map<std::string, std::unique_ptr<io::File>> open_;
+    using OpenFiles = std::list<std::pair<std::string, std::unique_ptr<io::File>>>;  // most recent first
+    OpenFiles open_;
+    std::map<std::string, OpenFiles::iterator> by_path_;
     std::list<std::pair<std::uint32_t, std::vector<std::byte>>> cache_;  // most recent first
 };
 
