@@ -1,11 +1,14 @@
 #include "exchange/transfer_executor.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <map>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -31,7 +34,9 @@ constexpr std::uint64_t kStreamBytes = 256u << 10;
 // Alltoallv and the placing copy. Replicas to verify still travel, to be compared with what was placed.
 bool local(const Piece& p, const plan::Window& w) { return p.reader == w.writer && !p.verify_only; }
 
-constexpr std::uint64_t kMinStreamed = 64u << 10;  // smaller ranges cost less through the window than a write each
+constexpr std::uint64_t kMinStreamed = 64u << 10;
+// The round number streamed parts are written under: they belong to no round (a concurrent sink ignores it).
+constexpr std::size_t kStreamedRound = static_cast<std::size_t>(-1);  // smaller ranges cost less through the window than a write each
 
 // A growable buffer of uninitialised bytes: growing costs no memset, and the pages a round never touches (its
 // windows' streamed ranges) are never faulted in.
@@ -102,10 +107,17 @@ public:
     }
 
     ~Executor() {
-        if (writing_.joinable()) writing_.join();  // after a failure elsewhere: its own error no longer matters
+        // After a failure elsewhere: the threads' own errors no longer matter.
+        stop_ = true;
+        if (streaming_.joinable()) streaming_.join();
+        if (writing_.joinable()) writing_.join();
     }
 
     TransferStats run(const RoundDone& round_done) {
+        // Streamed ranges need nothing from the rounds: one thread streams them all, in round order, and runs
+        // ahead of the rounds as far as it can, so a rank is never held at a round boundary for another rank's
+        // streaming, only for its own (below) when it falls behind.
+        if (!ranges_.empty()) streaming_ = std::thread([this] { stream_all(); });
         std::uint64_t done = 0;
         for (std::size_t r = 0; r < plan_.rounds.size(); ++r) {
             const auto& round = plan_.rounds[r];
@@ -122,11 +134,14 @@ public:
             if (sink_.concurrent()) {
                 // Round r is written while round r + 1 is read into the other buffer; round r - 1 must be on
                 // disk first (one round at a time, in order), and its failure stops every rank here.
-                collective(comm_, [&] { finish_write(); });
+                // Streaming may lag one round behind, so that progress counts what is on disk.
+                collective(comm_, [&] {
+                    finish_write();
+                    if (r > 0) wait_streamed(plan_.rounds[r - 1]);
+                });
                 writing_ = std::thread([this, r, &buffer] {
                     try {
                         sink_.write_round(r, buffer.placed);
-                        stream(r, buffer.streamed);
                     } catch (...) {
                         write_error_ = std::current_exception();
                     }
@@ -137,7 +152,11 @@ public:
             done += round.bytes;
             round_done(r, done);
         }
-        collective(comm_, [&] { finish_write(); });
+        collective(comm_, [&] {
+            finish_write();
+            if (!plan_.rounds.empty()) wait_streamed(plan_.rounds.back());
+            if (streaming_.joinable()) streaming_.join();
+        });
         stats_.bytes_read += streamed_bytes_;
         stats_.bytes_streamed = streamed_bytes_;
         return stats_;
@@ -148,14 +167,37 @@ private:
         RawBuffer window;
         std::vector<io::WindowBytes> placed;  // the round's windows of this rank, assembled, or their stretches
         std::deque<plan::Window> stretches;   // around streamed ranges (a deque: `placed` points into it)
-        std::vector<std::uint32_t> streamed;  // ranges the writer thread streams
     };
-
 
     // Waits for the write in flight, if any, and rethrows its failure.
     void finish_write() {
         if (writing_.joinable()) writing_.join();
         if (auto e = std::exchange(write_error_, nullptr)) std::rethrow_exception(e);
+    }
+
+    // Waits until the ranges of every window up to the end of `round` are streamed; rethrows the streaming
+    // thread's failure.
+    void wait_streamed(const plan::Round& round) {
+        const auto need = window_ranges_[round.first_window + round.window_count];
+        std::unique_lock lock(progress_);
+        streamed_more_.wait(lock, [&] { return ranges_done_ >= need || stream_error_; });
+        if (stream_error_) std::rethrow_exception(stream_error_);
+    }
+
+    // The streaming thread.
+    void stream_all() {
+        try {
+            for (std::size_t k = 0; k < ranges_.size() && !stop_; ++k) {
+                stream(ranges_[k]);
+                const std::lock_guard lock(progress_);
+                ranges_done_ = k + 1;
+                streamed_more_.notify_all();
+            }
+        } catch (...) {
+            const std::lock_guard lock(progress_);
+            stream_error_ = std::current_exception();
+            streamed_more_.notify_all();
+        }
     }
 
     void pack(const plan::Round& round, const RoundLayout& l, RawBuffer& window) {
@@ -231,7 +273,6 @@ private:
     void place(const plan::Round& round, const RoundLayout& l, Buffer& out) {
         out.placed.clear();
         out.stretches.clear();
-        out.streamed.clear();
         std::vector<std::uint64_t> cursor(l.recv_displs.begin(), l.recv_displs.end());
         for (auto w = round.first_window; w < round.first_window + round.window_count; ++w) {
             const auto& win = plan_.windows[w];
@@ -274,45 +315,41 @@ private:
         for (auto k = first; k < last; ++k) {
             stretch(ranges_[k].offset);
             at = ranges_[k].offset + ranges_[k].bytes;
-            out.streamed.push_back(k);
         }
         stretch(win.offset + win.size);
     }
 
-    // On the writer thread: streamed ranges, from source files to sink through buffers that stay in cache, a
-    // few rows (or, for one contiguous piece, a few hundred KiB) at a time, cast on the way. The sink gets each
-    // part as a window of its own (a concurrent sink accepts stretches).
-    void stream(std::size_t round, const std::vector<std::uint32_t>& ranges) {
-        for (const auto k : ranges) {
-            const auto& r = ranges_[k];
-            const auto& win = plan_.windows[r.window];
-            const auto write = [&](std::uint64_t at, std::span<const std::byte> bytes) {
-                const plan::Window stretch{win.file, at, bytes.size(), win.writer, 0, 0};
-                const io::WindowBytes one{r.window, &stretch, bytes};
-                sink_.write_round(round, std::span(&one, 1));
-            };
-            if (r.rows == 1) {
-                const auto& p = plan_.pieces[r.pieces.front()];
-                const std::uint64_t ses = dtype_size(p.src_dtype), des = dtype_size(p.dst_dtype);
-                const std::uint64_t step = std::max<std::uint64_t>(1, kStreamBytes / std::max(ses, des));
-                for (std::uint64_t e = 0; e < p.cols; e += step) {
-                    const std::uint64_t n = std::min(step, p.cols - e);
-                    write(p.dst_offset + e * des, read_rows(p, p.src_offset + e * ses, 1, n * ses, n * des, n * des));
-                }
-                continue;
+    // On the streaming thread: one range, from source files to sink through buffers that stay in cache, a few
+    // rows (or, for one contiguous piece, a few hundred KiB) at a time, cast on the way. The sink gets each part
+    // as a window of its own (a concurrent sink accepts stretches).
+    void stream(const plan::StreamedRange& r) {
+        const auto& win = plan_.windows[r.window];
+        const auto write = [&](std::uint64_t at, std::span<const std::byte> bytes) {
+            const plan::Window stretch{win.file, at, bytes.size(), win.writer, 0, 0};
+            const io::WindowBytes one{r.window, &stretch, bytes};
+            sink_.write_round(kStreamedRound, std::span(&one, 1));
+        };
+        if (r.rows == 1) {
+            const auto& p = plan_.pieces[r.pieces.front()];
+            const std::uint64_t ses = dtype_size(p.src_dtype), des = dtype_size(p.dst_dtype);
+            const std::uint64_t step = std::max<std::uint64_t>(1, kStreamBytes / std::max(ses, des));
+            for (std::uint64_t e = 0; e < p.cols && !stop_; e += step) {
+                const std::uint64_t n = std::min(step, p.cols - e);
+                write(p.dst_offset + e * des, read_rows(p, p.src_offset + e * ses, 1, n * ses, n * des, n * des));
             }
-            const std::uint64_t step = std::max<std::uint64_t>(1, kStreamBytes / r.pitch);
-            for (std::uint64_t row = 0; row < r.rows; row += step) {
-                const std::uint64_t n = std::min(step, r.rows - row);
-                assembled_.grow(n * r.pitch);
-                for (const auto i : r.pieces) {
-                    const auto& p = plan_.pieces[i];
-                    auto to = assembled_.span().subspan(p.dst_offset - r.offset);
-                    read_rows(p, p.src_offset + row * p.src_row_bytes(), n, p.src_row_bytes(), p.dst_row_bytes(),
-                              r.pitch, to);
-                }
-                write(r.offset + row * r.pitch, assembled_.span().first(n * r.pitch));
+            return;
+        }
+        const std::uint64_t step = std::max<std::uint64_t>(1, kStreamBytes / r.pitch);
+        for (std::uint64_t row = 0; row < r.rows && !stop_; row += step) {
+            const std::uint64_t n = std::min(step, r.rows - row);
+            assembled_.grow(n * r.pitch);
+            for (const auto i : r.pieces) {
+                const auto& p = plan_.pieces[i];
+                auto to = assembled_.span().subspan(p.dst_offset - r.offset);
+                read_rows(p, p.src_offset + row * p.src_row_bytes(), n, p.src_row_bytes(), p.dst_row_bytes(),
+                          r.pitch, to);
             }
+            write(r.offset + row * r.pitch, assembled_.span().first(n * r.pitch));
         }
     }
 
@@ -347,15 +384,21 @@ private:
     const Comm& comm_;
     const TransferPlan& plan_;
     SourceReader sources_;
-    SourceReader streamed_;  // the writer thread's own files
+    SourceReader streamed_;  // the streaming thread's own files
     io::OutputSink& sink_;
     const DescribeCopy& describe_;
     std::vector<plan::StreamedRange> ranges_;  // this rank's, by window
     std::vector<bool> streamed_pieces_;          // per piece of the plan: part of one of ranges_
     std::vector<std::size_t> window_ranges_;     // per window: where its ranges start in ranges_
     RawBuffer send_, recv_, scratch_;
-    RawBuffer bounce_, incoming_, assembled_;  // the writer thread's, for streamed ranges
-    std::uint64_t streamed_bytes_ = 0;  // read by the writer thread
+    RawBuffer bounce_, incoming_, assembled_;  // the streaming thread's
+    std::uint64_t streamed_bytes_ = 0;           // read by the streaming thread
+    std::thread streaming_;
+    std::mutex progress_;
+    std::condition_variable streamed_more_;
+    std::size_t ranges_done_ = 0;     // ranges_[0, ranges_done_) are written
+    std::exception_ptr stream_error_;
+    std::atomic<bool> stop_ = false;  // set when the executor is left early
     Buffer buffers_[2];  // rounds alternate: one is assembled while the other is written
     std::thread writing_;
     std::exception_ptr write_error_;

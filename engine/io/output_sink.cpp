@@ -11,12 +11,18 @@ namespace {
 constexpr std::size_t kWriteCall = std::size_t{1} << 20;
 }  // namespace
 
+const File& FileSink::file(std::uint32_t index) {
+    const std::lock_guard lock(opening_);
+    auto& f = files_[index];
+    if (!f) f = std::make_unique<File>(paths_.at(index), File::Mode::ReadWrite);
+    return *f;
+}
+
 void FileSink::write_round(std::size_t, std::span<const WindowBytes> windows) {
     for (const auto& w : windows) {
-        auto& f = files_[w.window->file];
-        if (!f) f = std::make_unique<File>(paths_.at(w.window->file), File::Mode::ReadWrite);
+        const auto& f = file(w.window->file);
         for (std::size_t at = 0; at < w.bytes.size(); at += kWriteCall)
-            f->write_at(w.window->offset + at, w.bytes.subspan(at, std::min(kWriteCall, w.bytes.size() - at)));
+            f.write_at(w.window->offset + at, w.bytes.subspan(at, std::min(kWriteCall, w.bytes.size() - at)));
     }
 }
 

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -24,9 +25,10 @@ class OutputSink {
 public:
     virtual ~OutputSink() = default;
     virtual void write_round(std::size_t round, std::span<const WindowBytes> windows) = 0;
-    // True when write_round makes no MPI call. It may then run on another thread while the next round is read
-    // and exchanged (still one round at a time, in order), and be called several times in a round, with
-    // stretches of a window (each given as a Window of its own: same file, its own offset and size).
+    // True when write_round makes no MPI call and may be called from two threads at once. The executor then
+    // writes each round on a second thread while the next round is read and exchanged (one round at a time, in
+    // order), and writes streamed ranges from a third, in stretches of a window (each given as a Window of its
+    // own: same file, its own offset and size) and under round number SIZE_MAX.
     virtual bool concurrent() const { return false; }
 };
 
@@ -38,7 +40,10 @@ public:
     bool concurrent() const override { return true; }
 
 private:
+    const File& file(std::uint32_t index);
+
     std::vector<std::string> paths_;
+    std::mutex opening_;
     std::map<std::uint32_t, std::unique_ptr<File>> files_;  // opened on first use
 };
 
