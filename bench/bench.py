@@ -427,15 +427,25 @@ def table(rows, scaling=False, markdown=True):
 
 
 def targets(rows, budget_bytes):
-    """The issue's targets, evaluated on this run's rows."""
+    """The issue's targets, evaluated on this run's rows. `ok` is True (met on wall-clock seconds), "engine time"
+    (met only on the engine's own time, which leaves out mpirun start-up and exit) or False."""
     out = []
+
+    def verdict(wall_ok, engine_ok):
+        return True if wall_ok else ("engine time" if engine_ok else False)
+
     for (size, fmt) in sorted({(r["size_gb"], r["format"]) for r in rows}):
         rs = [r for r in rows if r["size_gb"] == size and r["format"] == fmt and r["kind"] == "engine"]
         src = [r for r in rs if r["dtype"] == "source"]
         if src:
             best = min(src, key=lambda r: r["x_floor"])
-            out.append((size, fmt, "engine <= 1.5x floor (source)", f"{best['x_floor']:.2f}x ({best['ranks']} ranks)",
-                        best["x_floor"] <= 1.5))
+            floor_s = best["seconds"] / best["x_floor"]
+            engine = min((r["engine_s"] / floor_s for r in src if r.get("engine_s")), default=None)
+            shown = f"{best['x_floor']:.2f}x ({best['ranks']} ranks)"
+            if engine is not None:
+                shown += f" (engine time {engine:.2f}x)"
+            out.append((size, fmt, "engine <= 1.5x floor (source)", shown,
+                        verdict(best["x_floor"] <= 1.5, engine is not None and engine <= 1.5)))
         sp = [r for r in rs if r["x_baseline"] is not None]
         if sp:
             worst = min(sp, key=lambda r: r["x_baseline"])
@@ -450,10 +460,17 @@ def targets(rows, budget_bytes):
             worst = max(rs, key=lambda r: abs(r["read_per_model"] - 1))
             out.append((size, fmt, "bytes read within 5% of model bytes", f"{worst['read_per_model']:.3f}",
                         abs(worst["read_per_model"] - 1) <= 0.05))
-        cast = {r["ranks"]: r["seconds"] for r in rs if r["dtype"] != "source"}
+        cast = {r["ranks"]: r for r in rs if r["dtype"] != "source"}
         if 1 in cast and 2 in cast:
-            out.append((size, fmt, "cast: 2 ranks >= 1.6x faster than 1", f"{cast[1] / cast[2]:.2f}x",
-                        cast[1] / cast[2] >= 1.6))
+            # Judged on wall-clock seconds; the ratio of the engine's own times (without mpirun start-up and
+            # exit, which do not shrink with ranks) is shown beside it.
+            wall = cast[1]["seconds"] / cast[2]["seconds"]
+            shown, engine = f"{wall:.2f}x", None
+            if cast[1].get("engine_s") and cast[2].get("engine_s"):
+                engine = cast[1]["engine_s"] / cast[2]["engine_s"]
+                shown += f" (engine time {engine:.2f}x)"
+            out.append((size, fmt, "cast: 2 ranks >= 1.6x faster than 1", shown,
+                        verdict(wall >= 1.6, engine is not None and engine >= 1.6)))
     return out
 
 
@@ -615,12 +632,13 @@ def main(argv=None):
         md += ["Generation: " + "; ".join(f"{g['size_gb']:g} GB {g['format']} {g['generate_s']} s + sync {g['sync_s']} s"
                                           for g in gen_log), ""]
     md += [table(rows, scaling), "", "| GB | format | target | measured | met |", "|---|---|---|---|---|"]
-    md += [f"| {s} | {f} | {name} | {val} | {'yes' if ok else 'NO'} |" for s, f, name, val, ok in tgt]
+    md += [f"| {s} | {f} | {name} | {val} | {ok if isinstance(ok, str) else ('yes' if ok else 'NO')} |"
+           for s, f, name, val, ok in tgt]
     text = "\n".join(md) + "\n"
     print(table(rows, scaling, markdown=False))
     print()
     for s, f, name, val, ok in tgt:
-        print(f"{s} GB {f}: {name}: {val} -> {'met' if ok else 'MISSED'}")
+        print(f"{s} GB {f}: {name}: {val} -> {('met on ' + ok) if isinstance(ok, str) else ('met' if ok else 'MISSED')}")
     json_path = a.json or os.path.join(a.work, "results.json")
     md_path = a.markdown or os.path.join(a.work, "results.md")
     with open(json_path, "w") as f:

@@ -9,14 +9,16 @@ Per conversion of M model bytes (read) into W output bytes (W = M with --dtype s
 N nodes with r ranks per node (p = N r ranks):
 
   read      t_r = M / min(N * fs_read, fs_aggregate_read)       every model byte read once, optimizer never
-  exchange  t_x = W (N-1)/N / (N * net)                         a byte goes from its reader straight to its
-                                                                writer: over the network at most once, and
-                                                                not at all when both are on the same node
+  exchange  t_x = x W (N-1)/N / (N * net)                       --readers files (x = 1): a byte goes from its
+                                                                reader straight to its writer, over the network
+                                                                at most once, not at all within a node;
+                                                                --readers writers (the default, x = 0): writers
+                                                                read what they write, nothing is exchanged
   write     t_w = W / min(N * fs_write, fs_aggregate_write)
-  copies    t_c = (M + k W (p-1)/p) / (p * copy)                user-space copies: read into the send buffer
-                                                                (cast there), Alltoallv, place into the window
-                                                                (k = 2; the 1/p of pieces a writer reads itself
-                                                                go straight into its window), `copy` GB/s/rank
+  copies    t_c = (M + x k W (p-1)/p) / (p * copy)              user-space copies: the read (cast there); with
+                                                                --readers files also the Alltoallv and placing
+                                                                into the window (k = 2; the 1/p of pieces a writer
+                                                                reads itself skip them), `copy` GB/s/rank
   fixed     t_0                                                 start-up, index (pickle/metadata), plan
 
   serial (stages of a round one after another; the engine with --format hdf5):  T = t_0 + t_r + t_x + t_w + t_c
@@ -35,10 +37,11 @@ NODES = [1, 2, 4, 8, 16, 32, 64]
 
 def predict(M, W, N, r, p):
     t_r = M / min(N * p.fs_read, p.fs_aggregate_read) / 1e9
-    t_x = W * (N - 1) / N / (N * p.net) / 1e9
+    x = 1 if p.readers == "files" else 0  # with --readers writers nothing crosses MPI
+    t_x = x * W * (N - 1) / N / (N * p.net) / 1e9
     t_w = W / min(N * p.fs_write, p.fs_aggregate_write) / 1e9
     ranks = N * r
-    t_c = (M + p.k * W * (ranks - 1) / ranks) / (ranks * p.copy) / 1e9  # a writer's own pieces skip k copies
+    t_c = (M + x * p.k * W * (ranks - 1) / ranks) / (ranks * p.copy) / 1e9  # a writer's own pieces skip k copies
     serial = p.t0 + t_r + t_x + t_w + t_c
     pipelined = p.t0 + max(t_r + t_x + t_c, t_w)
     overlap = p.t0 + max(t_r, t_x, t_w, t_c)
@@ -57,7 +60,7 @@ def fmt_t(s):
 def table(p):
     lines = [f"fs read {p.fs_read:g} GB/s/node (aggregate {p.fs_aggregate_read:g}), fs write {p.fs_write:g} GB/s/node "
              f"(aggregate {p.fs_aggregate_write:g}), network {p.net:g} GB/s/node, copies {p.copy:g} GB/s/rank, "
-             f"{p.ranks_per_node} ranks/node, t0 {p.t0:g} s; bf16 source, --dtype source", "",
+             f"{p.ranks_per_node} ranks/node, t0 {p.t0:g} s; bf16 source, --dtype source, --readers {p.readers}", "",
              "| model | bytes | " + " | ".join(f"{n} node{'s' if n > 1 else ''}" for n in NODES) + " | limit at 4 nodes |",
              "|---|---|" + "---|" * len(NODES) + "---|"]
     for name, params in MODELS:
@@ -111,6 +114,8 @@ def main(argv=None):
     ap.add_argument("--net", type=float, default=25.0, help="network GB/s per node and direction (HDR IB: 25)")
     ap.add_argument("--copy", type=float, default=4.0, help="user-space copy GB/s per rank")
     ap.add_argument("--k", type=float, default=2.0, help="user-space copies of each output byte after the read")
+    ap.add_argument("--readers", choices=["writers", "files"], default="writers",
+                    help="the engine's --readers: who reads each source byte")
     ap.add_argument("--ranks-per-node", type=int, default=8)
     ap.add_argument("--t0", type=float, default=2.0, help="fixed seconds: start-up, index, plan")
     ap.add_argument("--calibrate", default=None, help="a bench/bench.py results.json")

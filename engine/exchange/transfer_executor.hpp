@@ -3,9 +3,10 @@
 // way; pieces it writes itself go straight into their window), one MPI_Alltoallv moves them to the writers,
 // each writer assembles its windows, and every rank hands its assembled windows to the output sink
 // (io/output_sink.hpp: positioned writes, or parallel HDF5). A sink that makes no MPI calls writes round r on
-// a second thread while round r + 1 is read and exchanged (two window buffers); that thread also streams the
-// rank's own uncast pieces that are contiguous at both ends from source to sink through a small buffer, and
-// writes the rest of their windows around them. Failures on any rank stop every rank at the next round boundary.
+// a second thread while round r + 1 is read and exchanged (two window buffers), and a third thread streams the
+// ranges the rank reads entirely itself (plan/streamed_ranges.hpp) from source to sink through small buffers,
+// ahead of the rounds; the windows are written around them. Failures on any rank stop every rank at the next
+// round boundary.
 #include <cstdint>
 #include <functional>
 #include <string>
