@@ -34,8 +34,12 @@ std::vector<StreamedRange> streamed_ranges(const TransferPlan& plan, int rank, c
         };
         for (std::size_t k = 0; k < candidates.size();) {
             const auto& first = plan.pieces[candidates[k]];
-            if (first.dst_contiguous()) {
+            if (first.rows == 1) {
                 keep({w, first.dst_offset, first.dst_bytes(), 1, first.dst_bytes(), {candidates[k]}});
+                ++k;
+                continue;
+            }
+            if (first.dst_contiguous()) {  // several rows contiguous at both ends: clip() makes them one row
                 ++k;
                 continue;
             }
@@ -44,7 +48,7 @@ std::vector<StreamedRange> streamed_ranges(const TransferPlan& plan, int rank, c
             std::uint64_t filled = 0;
             while (k < candidates.size() && filled < r.pitch) {
                 const auto& p = plan.pieces[candidates[k]];
-                if (p.dst_contiguous() || p.rows != r.rows || p.dst_pitch != r.pitch ||
+                if (p.rows != r.rows || p.dst_pitch != r.pitch || p.dst_contiguous() ||
                     p.dst_offset != r.offset + filled)
                     break;
                 r.pieces.push_back(candidates[k]);
