@@ -34,9 +34,9 @@ constexpr std::uint64_t kStreamBytes = 256u << 10;
 // Alltoallv and the placing copy. Replicas to verify still travel, to be compared with what was placed.
 bool local(const Piece& p, const plan::Window& w) { return p.reader == w.writer && !p.verify_only; }
 
-constexpr std::uint64_t kMinStreamed = 64u << 10;
+constexpr std::uint64_t kMinStreamed = 64u << 10;  // smaller ranges cost less through the window than a write each
 // The round number streamed parts are written under: they belong to no round (a concurrent sink ignores it).
-constexpr std::size_t kStreamedRound = static_cast<std::size_t>(-1);  // smaller ranges cost less through the window than a write each
+constexpr std::size_t kStreamedRound = static_cast<std::size_t>(-1);
 
 // A growable buffer of uninitialised bytes: growing costs no memset, and the pages a round never touches (its
 // windows' streamed ranges) are never faulted in.
@@ -47,13 +47,29 @@ public:
         data_ = std::make_unique_for_overwrite<std::byte[]>(n);
         size_ = n;
     }
-    std::byte* data() { return data_.get(); }
     std::span<std::byte> span() { return {data_.get(), size_}; }
 
 private:
     std::unique_ptr<std::byte[]> data_;
     std::uint64_t size_ = 0;
 };
+
+// Reads `rows` consecutive source rows of `cols` elements of `p`'s source file from `at` and stores them as output
+// bytes (cast if asked), row i at i * pitch of `out`: straight into `out` when they need no change, else through
+// `scratch`.
+void read_rows(SourceReader& reader, RawBuffer& scratch, const Piece& p, std::uint64_t at, std::uint64_t rows,
+               std::uint64_t cols, std::uint64_t pitch, std::span<std::byte> out) {
+    const std::uint64_t src_row = cols * dtype_size(p.src_dtype), dst_row = cols * dtype_size(p.dst_dtype);
+    if (p.src_dtype == p.dst_dtype && (rows == 1 || pitch == dst_row)) {
+        reader.read_at(p.src_file, at, out.first(rows * dst_row));
+        return;
+    }
+    scratch.grow(rows * src_row);
+    const auto in = scratch.span().first(rows * src_row);
+    reader.read_at(p.src_file, at, in);
+    for (std::uint64_t i = 0; i < rows; ++i)
+        io::cast(p.src_dtype, p.dst_dtype, in.subspan(i * src_row, src_row), out.subspan(i * pitch, dst_row));
+}
 
 struct RoundLayout {
     std::vector<int> send_counts, send_displs, recv_counts, recv_displs;
@@ -230,24 +246,13 @@ private:
             sources_.read_at(p.src_file, p.src_offset, out.first(p.rows * dst_row));  // one read, in place
             return;
         }
-        const auto store = [&](std::span<const std::byte> in, std::span<std::byte> to) {
-            if (same)
-                std::memcpy(to.data(), in.data(), in.size());
-            else
-                io::cast(p.src_dtype, p.dst_dtype, in, to);
-        };
         if (p.src_contiguous() && src_row <= kBlockBytes) {
             // Rows that land apart (a TP shard of a dim-1 split) or need a cast: whole rows per read of about
             // kBlockBytes, then copied or cast into place; a read per row would cost a syscall per few KB.
             const std::uint64_t per_read = kBlockBytes / src_row;
-            scratch_.grow(std::min(p.rows, per_read) * src_row);
-            for (std::uint64_t r = 0; r < p.rows; r += per_read) {
-                const std::uint64_t n = std::min(per_read, p.rows - r);
-                auto in = scratch_.span().first(n * src_row);
-                sources_.read_at(p.src_file, p.src_offset + r * src_row, in);
-                for (std::uint64_t k = 0; k < n; ++k)
-                    store(in.subspan(k * src_row, src_row), out.subspan((r + k) * out_pitch, dst_row));
-            }
+            for (std::uint64_t r = 0; r < p.rows; r += per_read)
+                read_rows(sources_, scratch_, p, p.src_offset + r * src_row, std::min(per_read, p.rows - r), p.cols,
+                          out_pitch, out.subspan(r * out_pitch));
             return;
         }
         // Rows apart in the source, or longer than a block: row by row, at most a block per read.
@@ -264,7 +269,7 @@ private:
                 } else {
                     auto in = scratch_.span().first(n * ses);
                     sources_.read_at(p.src_file, at, in);
-                    store(in, to);
+                    io::cast(p.src_dtype, p.dst_dtype, in, to);
                 }
             }
         }
@@ -284,7 +289,7 @@ private:
                 auto& at = cursor[static_cast<std::size_t>(p.reader)];
                 const std::uint64_t row = p.dst_row_bytes();
                 for (std::uint64_t r = 0; r < p.rows; ++r) {
-                    const auto* from = recv_.data() + at + r * row;
+                    const auto* from = recv_.span().data() + at + r * row;
                     auto* to = buffer.data() + (p.dst_offset - win.offset) + r * p.dst_pitch;
                     if (!p.verify_only)
                         std::memcpy(to, from, row);
@@ -335,7 +340,11 @@ private:
             const std::uint64_t step = std::max<std::uint64_t>(1, kStreamBytes / std::max(ses, des));
             for (std::uint64_t e = 0; e < p.cols && !stop_; e += step) {
                 const std::uint64_t n = std::min(step, p.cols - e);
-                write(p.dst_offset + e * des, read_rows(p, p.src_offset + e * ses, 1, n * ses, n * des, n * des));
+                bounce_.grow(n * des);
+                const auto part = bounce_.span().first(n * des);
+                read_rows(streamed_, incoming_, p, p.src_offset + e * ses, 1, n, n * des, part);
+                streamed_bytes_ += n * ses;
+                write(p.dst_offset + e * des, part);
             }
             return;
         }
@@ -345,40 +354,12 @@ private:
             assembled_.grow(n * r.pitch);
             for (const auto i : r.pieces) {
                 const auto& p = plan_.pieces[i];
-                auto to = assembled_.span().subspan(p.dst_offset - r.offset);
-                read_rows(p, p.src_offset + row * p.src_row_bytes(), n, p.src_row_bytes(), p.dst_row_bytes(),
-                          r.pitch, to);
+                read_rows(streamed_, incoming_, p, p.src_offset + row * p.src_row_bytes(), n, p.cols, r.pitch,
+                          assembled_.span().subspan(p.dst_offset - r.offset));
+                streamed_bytes_ += n * p.src_row_bytes();
             }
             write(r.offset + row * r.pitch, assembled_.span().first(n * r.pitch));
         }
-    }
-
-    // Reads `rows` consecutive source rows of a streamed piece at `at` and stores them as output bytes, row i at
-    // i * pitch of `to` (default: the bounce buffer, returned).
-    std::span<const std::byte> read_rows(const Piece& p, std::uint64_t at, std::uint64_t rows, std::uint64_t src_row,
-                                         std::uint64_t dst_row, std::uint64_t pitch, std::span<std::byte> to = {}) {
-        const bool same = p.src_dtype == p.dst_dtype;
-        if (to.empty()) {
-            bounce_.grow(rows * pitch);
-            to = bounce_.span();
-        }
-        streamed_bytes_ += rows * src_row;
-        if (same && (rows == 1 || pitch == dst_row)) {
-            streamed_.read_at(p.src_file, at, to.first(rows * dst_row));
-            return to.first(rows * dst_row);
-        }
-        incoming_.grow(rows * src_row);
-        const auto in = incoming_.span().first(rows * src_row);
-        streamed_.read_at(p.src_file, at, in);
-        for (std::uint64_t i = 0; i < rows; ++i) {
-            const auto from = in.subspan(i * src_row, src_row);
-            const auto row = to.subspan(i * pitch, dst_row);
-            if (same)
-                std::memcpy(row.data(), from.data(), dst_row);
-            else
-                io::cast(p.src_dtype, p.dst_dtype, from, row);
-        }
-        return to.first((rows - 1) * pitch + dst_row);
     }
 
     const Comm& comm_;
