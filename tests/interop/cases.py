@@ -1,0 +1,27 @@
+"""The interop matrix: each case is one model written by real megatron-core (both formats) with every pinned
+version, converted by the engine and checked against Megatron. Llama-style outputs are also loaded by real
+transformers; Open-Sci's modeling code is not part of transformers, so its outputs are checked bit-exact against
+Megatron's global weights and with the project's own forward pass."""
+
+import collections
+
+Case = collections.namedtuple("Case", "writer ranks transformers negative_control")
+
+LLAMA = ["--model", "llama", "--layers", "4", "--hidden", "64", "--heads", "4", "--ffn", "128", "--vocab", "128"]
+OPENSCI = ["--model", "opensci", "--layers", "4", "--hidden", "64", "--heads", "4", "--ffn", "128", "--vocab", "128"]
+
+CASES = {
+    # GQA, untied, fp32, TP 2 x PP 2; the negative controls (q/k and gate/up swapped) must fail the logits check.
+    "llama_tp2_pp2_gqa_fp32": Case(LLAMA + ["--tp", "2", "--pp", "2", "--kv-heads", "2", "--dtype", "fp32"], 3,
+                                   True, True),
+    # Tied embeddings in a Llama model (tie_word_embeddings), bf16, one rank file.
+    "llama_tp1_pp1_tied_bf16": Case(LLAMA + ["--tp", "1", "--pp", "1", "--tied", "--dtype", "bf16"], 1, True, False),
+    # Virtual pipeline: model0/model1 per rank file (legacy), global layer offsets (torch_dist).
+    "llama_tp1_pp2_vpp2_bf16": Case(LLAMA + ["--tp", "1", "--pp", "2", "--vpp", "2", "--kv-heads", "2",
+                                             "--dtype", "bf16"], 2, True, False),
+    # Distributed optimizer: legacy parameters are views into DDP's flat buffers; optimizer in distrib_optim.pt.
+    "llama_tp2_pp1_distopt_bf16": Case(LLAMA + ["--tp", "2", "--pp", "1", "--kv-heads", "2", "--dtype", "bf16",
+                                                "--distributed-optimizer"], 2, True, False),
+    # Open-Sci: qk-layernorm, linear and QKV biases, tied embeddings, TP 2 x PP 2.
+    "opensci_tp2_pp2_bf16": Case(OPENSCI + ["--tp", "2", "--pp", "2", "--dtype", "bf16"], 4, False, True),
+}

@@ -1,0 +1,252 @@
+#!/usr/bin/python3
+"""Check a converted HF folder against what real megatron-core wrote and computed (no transformers needed).
+
+    check_against_megatron.py --hf OUT --generated GEN [--tolerance 1e-4] [--swap qk|gate_up --expect-mismatch]
+                              [--report FILE.json]
+
+GEN is a folder made by megatron_writer.py. Three checks:
+  1. bit-exact tensors: the HF tensors are derived here from GEN/truth/global.safetensors (Megatron's own global
+     state dict, Megatron names) with a mapping written independently of the engine; the output must hold exactly
+     that set of names, each with the same dtype, shape and bytes;
+  2. logits: the project's HF-convention forward (tests/e2e/forward_equivalence.py, float32) on the output over
+     GEN/reference/input_ids.npy, max abs difference to Megatron's logits_fp32.npy <= --tolerance;
+  3. greedy: 4 greedy steps from the prompt with that forward equal Megatron's tokens (greedy.json).
+--swap qk|gate_up corrupts the loaded weights in memory (forward_equivalence.apply_swap) and skips check 1, since
+the logits must catch it on their own; with --expect-mismatch the exit status is 0 only when they do.
+Exit status: 0 pass, 1 mismatch, 2 unusable input.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+import numpy
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+from check_hf_output import (SafetensorsError, TORCH_TO_ST, first_difference, read_safetensors,  # noqa: E402
+                             tensor_bytes, to_torch)
+from forward_equivalence import InputError, apply_swap, hf_forward, load_hf  # noqa: E402
+
+LAYER_RE = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
+# One-to-one renames inside a layer. Both the local spec's separate norms and the TE spec's fused
+# layer_norm_weight are listed, so the check does not depend on which spec wrote the truth.
+LAYER_RENAMES = {
+    "input_layernorm.weight": "input_layernorm.weight",
+    "self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
+    "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",
+    "mlp.linear_fc1.layer_norm_weight": "post_attention_layernorm.weight",
+    "self_attention.linear_proj.weight": "self_attn.o_proj.weight",
+    "self_attention.linear_proj.bias": "self_attn.o_proj.bias",
+    "self_attention.q_layernorm.weight": "self_attn.q_layernorm.weight",
+    "self_attention.k_layernorm.weight": "self_attn.k_layernorm.weight",
+    "mlp.linear_fc2.weight": "mlp.down_proj.weight",
+    "mlp.linear_fc2.bias": "mlp.down_proj.bias",
+}
+GLOBAL_RENAMES = {
+    "embedding.word_embeddings.weight": "model.embed_tokens.weight",
+    "output_layer.weight": "lm_head.weight",
+    "decoder.final_layernorm.weight": "model.norm.weight",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Megatron global layout -> HF tensors (independent of the engine's mapping code)
+# ---------------------------------------------------------------------------------------------------------------
+
+def split_qkv(t, heads, groups):
+    """Fused QKV rows are `groups` blocks of [G q heads; 1 k head; 1 v head] (G = heads / groups), each head
+    head_dim rows (get_query_key_value_tensors). Works for the weight [rows, H] and the bias [rows] alike."""
+    G = heads // groups
+    rows = t.shape[0]
+    if heads % groups or rows % (groups * (G + 2)):
+        raise InputError(f"fused QKV with {rows} rows does not split into {groups} groups of {G}+2 heads")
+    hd = rows // (groups * (G + 2))
+    blocks = t.reshape(groups, G + 2, hd, *t.shape[1:])
+    rest = t.shape[1:]
+    q = blocks[:, :G].reshape(heads * hd, *rest)
+    return (q.contiguous(), blocks[:, G].reshape(groups * hd, *rest).contiguous(),
+            blocks[:, G + 1].reshape(groups * hd, *rest).contiguous())
+
+
+def map_layer_tensor(suffix, t, model):
+    """[(HF suffix, tensor)] for one Megatron layer tensor."""
+    kind = suffix.rsplit(".", 1)[-1]  # weight | bias
+    if suffix.startswith("self_attention.linear_qkv.") and kind in ("weight", "bias"):
+        q, k, v = split_qkv(t, model["heads"], model["kv_heads"])
+        return [(f"self_attn.q_proj.{kind}", q), (f"self_attn.k_proj.{kind}", k), (f"self_attn.v_proj.{kind}", v)]
+    if suffix.startswith("mlp.linear_fc1.") and kind in ("weight", "bias"):
+        # fc1 rows are [gate (ffn rows); up (ffn rows)] in the global (TP-gathered) layout.
+        if t.shape[0] != 2 * model["ffn"]:
+            raise InputError(f"linear_fc1.{kind} has {t.shape[0]} rows, expected 2 * ffn = {2 * model['ffn']}")
+        return [(f"mlp.gate_proj.{kind}", t[:model["ffn"]].contiguous()),
+                (f"mlp.up_proj.{kind}", t[model["ffn"]:].contiguous())]
+    if suffix in LAYER_RENAMES:
+        return [(LAYER_RENAMES[suffix], t)]
+    raise InputError(f"no HF mapping for Megatron layer tensor {suffix!r}")
+
+
+def expected_hf(truth, model):
+    """{HF name: (tensor, Megatron source name)} for the whole truth state dict."""
+    out, layers = {}, set()
+    for name, t in truth.items():
+        m = LAYER_RE.match(name)
+        if m:
+            layers.add(int(m.group(1)))
+            pairs = [(f"model.layers.{m.group(1)}.{s}", v) for s, v in map_layer_tensor(m.group(2), t, model)]
+        elif name in GLOBAL_RENAMES:
+            pairs = [(GLOBAL_RENAMES[name], t)]
+        else:
+            raise InputError(f"no HF mapping for Megatron tensor {name!r}")
+        for hf_name, v in pairs:
+            if hf_name in out:
+                raise InputError(f"{hf_name} would come from both {out[hf_name][1]} and {name}")
+            out[hf_name] = (v, name)
+    if sorted(layers) != list(range(model["layers"])):
+        raise InputError(f"truth has layers {sorted(layers)}, megatron.json says {model['layers']}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------------------------------------------
+
+def load_truth(gen):
+    path = os.path.join(gen, "truth", "global.safetensors")
+    return {n: to_torch(*v) for n, v in read_safetensors(path).items()}
+
+
+def compare_tensors(expected, got, problems):
+    """Set equality, then dtype/shape/bytes per tensor. Returns (tensors compared, bytes compared)."""
+    for name in sorted(set(expected) - set(got)):
+        problems.append(f"missing tensor {name} (from Megatron's {expected[name][1]})")
+    for name in sorted(set(got) - set(expected)):
+        problems.append(f"unexpected tensor {name} (no Megatron tensor maps to it)")
+    count = nbytes = 0
+    for name in sorted(set(expected) & set(got)):
+        want, src = expected[name]
+        have = got[name]
+        if have.dtype != want.dtype:
+            # The checkpoint's own dtype is the only thing the truth pins down; a cast output needs another check.
+            problems.append(f"{name}: output dtype {TORCH_TO_ST[have.dtype]}, Megatron's {src} is "
+                            f"{TORCH_TO_ST[want.dtype]} (a cast output cannot be compared bit-exactly here)")
+            continue
+        if tuple(have.shape) != tuple(want.shape):
+            problems.append(f"{name}: shape {list(have.shape)}, want {list(want.shape)} (from {src})")
+            continue
+        data = tensor_bytes(have)
+        if data != tensor_bytes(want):
+            pos, wv, gv, n = first_difference(want, have)
+            problems.append(f"{name}: bytes differ from Megatron's {src} ({n} elements); first at {pos}: "
+                            f"got {gv!r}, want {wv!r}")
+            continue
+        count, nbytes = count + 1, nbytes + len(data)
+    return count, nbytes
+
+
+def greedy(cfg, T, prompt, n):
+    tokens, picked = prompt.clone(), []
+    for _ in range(n):
+        nxt = int(hf_forward(cfg, T, tokens)[-1].argmax())
+        picked.append(nxt)
+        tokens = torch.cat([tokens, torch.tensor([nxt])])
+    return picked
+
+
+def check_logits(cfg, T, ref, tolerance, report, problems):
+    ids = torch.from_numpy(numpy.load(os.path.join(ref, "input_ids.npy")))
+    want = torch.from_numpy(numpy.load(os.path.join(ref, "logits_fp32.npy")))
+    if ids.dim() != 2 or ids.shape[0] != 1 or want.shape[:2] != ids.shape:
+        raise InputError(f"reference input_ids {tuple(ids.shape)} / logits {tuple(want.shape)} are not [1, s(, V)]")
+    got = hf_forward(cfg, T, ids[0])
+    vocab = got.shape[-1]
+    if vocab > want.shape[-1]:
+        raise InputError(f"output vocabulary {vocab} is larger than Megatron's {want.shape[-1]}")
+    # A trimmed output vocabulary compares its first columns (the prompt is drawn below the real vocabulary).
+    diff = (got - want[0, :, :vocab]).abs().max().item()
+    report.update(fp32_max_abs=diff, logits_max_abs=want.abs().max().item(), tolerance=tolerance)
+    if not diff <= tolerance:  # `not <=` so that a NaN counts as a mismatch
+        problems.append(f"float32 logits differ from Megatron's by {diff:.3g} (tolerance {tolerance:g})")
+        report["logits_mismatch"] = True
+
+
+def check_greedy(cfg, T, ref, report, problems):
+    with open(os.path.join(ref, "greedy.json")) as f:
+        g = json.load(f)
+    tokens = greedy(cfg, T, torch.tensor(g["prompt"], dtype=torch.int64), len(g["greedy"]))
+    report["greedy"] = {"megatron": g["greedy"], "hf": tokens}
+    if tokens != g["greedy"]:
+        problems.append(f"greedy tokens {tokens} != Megatron's {g['greedy']}")
+
+
+def compare(a):
+    ref = os.path.join(a.generated, "reference")
+    with open(os.path.join(ref, "megatron.json")) as f:
+        model = json.load(f)["model"]
+    report = {"hf": a.hf, "generated": a.generated, "megatron": model, "swap": a.swap}
+    problems = []
+    cfg, T = load_hf(a.hf)
+    if a.swap:
+        apply_swap(cfg, T, a.swap)  # the bit-exact step would trivially catch it; the logits must do so alone
+    else:
+        expected = expected_hf(load_truth(a.generated), model)
+        n, nbytes = compare_tensors(expected, T, problems)
+        report.update(tensors_expected=len(expected), tensors_output=len(T), tensors_bit_exact=n, bytes_compared=nbytes)
+    with torch.no_grad():
+        check_logits(cfg, T, ref, a.tolerance, report, problems)
+        check_greedy(cfg, T, ref, report, problems)
+    report["problems"] = problems
+    return report
+
+
+def summary(a, r):
+    exact = f"{r['tensors_bit_exact']}/{r['tensors_expected']} tensors bit-exact ({r['bytes_compared']} bytes), " \
+        if "tensors_expected" in r else f"swap {a.swap}, "
+    return (f"{a.hf}: {exact}fp32 max abs {r['fp32_max_abs']:.3g} (tolerance {a.tolerance:g}, logits max abs "
+            f"{r['logits_max_abs']:.3g}), greedy {r['greedy']['hf']} (Megatron {r['greedy']['megatron']})")
+
+
+def verdict(a, r):
+    if a.expect_mismatch:
+        if r.get("logits_mismatch"):
+            print(f"ok (mismatch caught, as expected): {summary(a, r)}")
+            return 0
+        print(f"FAIL: the wrong mapping went unnoticed by the logits check: {summary(a, r)}", file=sys.stderr)
+        return 1
+    if r["problems"]:
+        print(f"FAIL: {len(r['problems'])} problem(s): {summary(a, r)}", file=sys.stderr)
+        for p in r["problems"][:100]:
+            print(f"FAIL: {p}", file=sys.stderr)
+        return 1
+    print(f"ok: {summary(a, r)}")
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hf", required=True, help="converted HF folder (config.json + safetensors)")
+    p.add_argument("--generated", required=True, help="folder made by megatron_writer.py (truth/, reference/)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference of the float32 logits")
+    p.add_argument("--swap", choices=["qk", "gate_up"], help="corrupt the loaded weights in memory")
+    p.add_argument("--expect-mismatch", action="store_true", help="exit 0 only when the logits check fails")
+    p.add_argument("--report", help="write the measured numbers to this JSON file")
+    a = p.parse_args(argv)
+    try:
+        report = compare(a)
+    except (InputError, SafetensorsError, OSError, KeyError, ValueError, RuntimeError) as e:
+        # RuntimeError: a shape that hf_forward cannot multiply is an unusable output, not a numeric mismatch.
+        print(f"check_against_megatron: {a.hf}: unusable input: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    if a.report:
+        with open(a.report, "w") as f:
+            json.dump(report, f, indent=1)
+            f.write("\n")
+    return verdict(a, report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""A megatron-core GPTModel on CPU (local layer spec), its parameters made non-trivial, and Megatron's args for it."""
+
+import argparse
+import hashlib
+import sys
+
+import torch
+import torch.nn.functional as F
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+ROTARY_BASE = 10000
+NORM_EPSILON = 1e-5
+SEQ_LENGTH = 64
+INIT_STD = 0.05
+
+
+def transformer_config(a):
+    from megatron.core.transformer.transformer_config import TransformerConfig
+    dtype = DTYPES[a.dtype]
+    return TransformerConfig(
+        num_layers=a.layers, hidden_size=a.hidden, num_attention_heads=a.heads, num_query_groups=a.kv_heads,
+        ffn_hidden_size=a.ffn, kv_channels=a.hidden // a.heads,
+        tensor_model_parallel_size=a.tp, pipeline_model_parallel_size=a.pp,
+        virtual_pipeline_model_parallel_size=a.vpp,
+        normalization="RMSNorm", layernorm_epsilon=NORM_EPSILON, gated_linear_unit=True, activation_func=F.silu,
+        add_bias_linear=a.model == "opensci", add_qkv_bias=a.model == "opensci", qk_layernorm=a.model == "opensci",
+        params_dtype=dtype, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, pipeline_dtype=dtype,
+        use_cpu_initialization=True, perform_initialization=True, init_method_std=INIT_STD,
+        hidden_dropout=0.0, attention_dropout=0.0, bias_dropout_fusion=False, apply_rope_fusion=False,
+        masked_softmax_fusion=False, gradient_accumulation_fusion=False, persist_layer_norm=False,
+        sequence_parallel=False,
+    )
+
+
+def build_chunks(a, ps):
+    """One GPTModel per virtual stage of this pipeline rank, as Megatron's get_model builds them."""
+    from megatron.core.models.gpt import GPTModel
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+    config = transformer_config(a)
+    spec = get_gpt_layer_local_spec(qk_layernorm=a.model == "opensci", normalization="RMSNorm")
+    chunks = []
+    for vp in range(a.vpp or 1):
+        vp_stage = vp if a.vpp else None
+        torch.manual_seed(a.seed + 1000 * ps.get_pipeline_model_parallel_rank() + vp)
+        model = GPTModel(
+            config=config, transformer_layer_spec=spec, vocab_size=a.vocab, max_sequence_length=SEQ_LENGTH,
+            pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
+            post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
+            parallel_output=False, share_embeddings_and_output_weights=a.tied, position_embedding_type="rope",
+            rotary_base=ROTARY_BASE, vp_stage=vp_stage)
+        perturb_replicated(model, a.seed)
+        if config.bf16 or config.fp16:
+            # As megatron.training's get_model: the whole chunk in the training dtype, norms included.
+            from megatron.core.transformer.module import Float16Module
+            model = Float16Module(config, model)
+        model.eval()
+        chunks.append(model)
+    return chunks
+
+
+def perturb_replicated(model, seed):
+    """Norm weights start at 1 and biases at 0: draw them, so that a norm or bias put in the wrong place shows.
+
+    Each is drawn from a generator keyed by the parameter's name and shape only, so TP replicas stay equal (as
+    Megatron keeps them); TP-split biases get the same values on every rank, which is still a valid model."""
+    for name, p in model.named_parameters():
+        if not (name.endswith("bias") or "norm" in name):
+            continue
+        g = torch.Generator().manual_seed(seed ^ int(hashlib.sha256(f"{name}{tuple(p.shape)}".encode()).hexdigest()[:8], 16))
+        values = torch.empty(p.shape, dtype=torch.float32).uniform_(0.5, 1.5, generator=g) if "norm" in name else \
+            torch.empty(p.shape, dtype=torch.float32).normal_(0, 0.1, generator=g)
+        with torch.no_grad():
+            p.copy_(values.to(p.dtype))
+
+
+def wrap_distributed_optimizer(chunks, ps):
+    """megatron-core's DDP with the distributed optimizer: parameters become views into flat contiguous buffers,
+    which is what Megatron's legacy save then pickles."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    ddp_config = DistributedDataParallelConfig(use_distributed_optimizer=True, overlap_grad_reduce=False,
+                                               bucket_size=None)
+    wrapped = []
+    for i, chunk in enumerate(chunks):
+        wrapped.append(DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk,
+                                               disable_bucketing=i > 0))
+    return wrapped
+
+
+def megatron_args(a, world):
+    """Megatron's own args Namespace: from megatron.training's parser where the package has it."""
+    flags = [
+        "--num-layers", str(a.layers), "--hidden-size", str(a.hidden), "--num-attention-heads", str(a.heads),
+        "--ffn-hidden-size", str(a.ffn), "--kv-channels", str(a.hidden // a.heads),
+        "--seq-length", str(SEQ_LENGTH), "--max-position-embeddings", str(SEQ_LENGTH),
+        "--tensor-model-parallel-size", str(a.tp), "--pipeline-model-parallel-size", str(a.pp),
+        "--normalization", "RMSNorm", "--norm-epsilon", str(NORM_EPSILON), "--swiglu",
+        "--position-embedding-type", "rope", "--rotary-base", str(ROTARY_BASE),
+        "--micro-batch-size", "1", "--global-batch-size", str(max(1, world // (a.tp * a.pp))),
+        "--lr", "3e-4", "--train-iters", "1000", "--tokenizer-type", "NullTokenizer", "--vocab-size", str(a.vocab),
+        "--ckpt-format", "torch", "--save-interval", "100",
+    ]
+    if a.kv_heads != a.heads:
+        flags += ["--group-query-attention", "--num-query-groups", str(a.kv_heads)]
+    if a.vpp:
+        flags += ["--num-layers-per-virtual-pipeline-stage", str(a.layers // a.pp // a.vpp)]
+    if a.model == "opensci":
+        flags += ["--qk-layernorm"]
+    else:
+        flags += ["--disable-bias-linear"]
+    if not a.tied:
+        flags += ["--untie-embeddings-and-output-weights"]
+    if a.dtype == "bf16":
+        flags += ["--bf16"]
+    elif a.dtype == "fp16":
+        flags += ["--fp16"]
+    if a.distributed_optimizer:
+        flags += ["--use-distributed-optimizer"]
+    try:
+        from megatron.training.arguments import parse_args
+    except ImportError:
+        return namespace_without_parser(a, world)
+    saved = sys.argv
+    sys.argv = ["pretrain_gpt.py"] + flags
+    try:
+        args = parse_args()
+    finally:
+        sys.argv = saved
+    # What Megatron's training sets on args after parsing (validate_args and the tokenizer build).
+    args.padded_vocab_size = a.vocab
+    args.params_dtype = DTYPES[a.dtype]
+    args.world_size = world
+    args.data_parallel_size = world // (a.tp * a.pp)
+    if a.vpp:
+        args.virtual_pipeline_model_parallel_size = a.vpp
+    return args
+
+
+def namespace_without_parser(a, world):
+    """For megatron-core wheels without megatron.training: the fields a training run's Namespace carries for
+    this model, with the values Megatron's parser and validate_args would give them."""
+    opensci = a.model == "opensci"
+    return argparse.Namespace(
+        num_layers=a.layers, hidden_size=a.hidden, num_attention_heads=a.heads, ffn_hidden_size=a.ffn,
+        kv_channels=a.hidden // a.heads, group_query_attention=a.kv_heads != a.heads,
+        num_query_groups=a.kv_heads if a.kv_heads != a.heads else 1,
+        seq_length=SEQ_LENGTH, max_position_embeddings=SEQ_LENGTH, padded_vocab_size=a.vocab, vocab_size=a.vocab,
+        tensor_model_parallel_size=a.tp, pipeline_model_parallel_size=a.pp,
+        virtual_pipeline_model_parallel_size=a.vpp,
+        num_layers_per_virtual_pipeline_stage=a.layers // a.pp // a.vpp if a.vpp else None,
+        world_size=world, data_parallel_size=world // (a.tp * a.pp), normalization="RMSNorm",
+        norm_epsilon=NORM_EPSILON, swiglu=True, position_embedding_type="rope", rotary_base=ROTARY_BASE,
+        rotary_percent=1.0, rotary_interleaved=False, apply_layernorm_1p=False, qk_layernorm=opensci,
+        add_bias_linear=opensci, add_qkv_bias=opensci, untie_embeddings_and_output_weights=not a.tied,
+        bf16=a.dtype == "bf16", fp16=a.dtype == "fp16", params_dtype=DTYPES[a.dtype],
+        use_distributed_optimizer=a.distributed_optimizer, ckpt_format="torch", tokenizer_type="NullTokenizer",
+        micro_batch_size=1, global_batch_size=1, lr=3e-4, train_iters=1000, num_experts=None,
+        multi_latent_attention=False, init_method_std=INIT_STD, hidden_dropout=0.0, attention_dropout=0.0,
+    )
