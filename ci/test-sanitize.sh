@@ -25,5 +25,5 @@ subset='^e2e\.(opensci_tp2_pp1_distopt_r2|opensci_tp2_pp2_vpp2_r4|llama_tp2_pp2_
 [ "${M2H_ASAN_E2E:-subset}" = all ] && subset='^e2e\.'
 
 [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" -LE '^(e2e|slurm|launcher)$' "$@"
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" -LE '^(e2e|slurm|launcher|interop)$' "$@"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" -L '^e2e$' -R "$subset" "$@"

@@ -25,3 +25,19 @@ CASES = {
     # Open-Sci: qk-layernorm, linear and QKV biases, tied embeddings, TP 2 x PP 2.
     "opensci_tp2_pp2_bf16": Case(OPENSCI + ["--tp", "2", "--pp", "2", "--dtype", "bf16"], 4, False, True),
 }
+
+# The smallest real checkpoints, committed under tests/golden/NAME (tests/interop/make_golden.py NAME rewrites one):
+# one per megatron-core version, each in both formats, checked by the default test run without PyPI.
+Golden = collections.namedtuple("Golden", "version writer ranks")
+SMALL = ["--layers", "2", "--hidden", "32", "--heads", "4", "--ffn", "64", "--vocab", "64"]
+GOLDEN = {
+    "mcore-0.14.0_llama_tp2_pp2_gqa_fp32": Golden("0.14.0", SMALL + ["--model", "llama", "--tp", "2", "--pp", "2",
+                                                                      "--kv-heads", "2", "--dtype", "fp32"], 3),
+    "mcore-0.15.3_opensci_tp2_pp1_bf16": Golden("0.15.3", SMALL + ["--model", "opensci", "--tp", "2", "--pp", "1",
+                                                                    "--dtype", "bf16"], 2),
+    "mcore-0.16.1_llama_tp1_pp2_tied_bf16": Golden("0.16.1", SMALL + ["--model", "llama", "--tp", "1", "--pp", "2",
+                                                                       "--tied", "--dtype", "bf16"], 2),
+    "mcore-0.19.2_llama_tp2_pp2_distopt_bf16": Golden("0.19.2", SMALL + ["--model", "llama", "--tp", "2", "--pp", "2",
+                                                                          "--kv-heads", "2", "--dtype", "bf16",
+                                                                          "--distributed-optimizer"], 4),
+}

@@ -3,6 +3,7 @@
 - `torch.cuda.current_device()` names the device of scratch buffers (attention, RoPE frequencies, TP gathers, the
   save's status tensor): it answers "cpu".
 - `torch.cuda.synchronize()` (the async filesystem writer's preloading) has nothing to wait for.
+- `Tensor.cuda()` (the tied embedding's copy on the last pipeline stage, before its all-reduce) stays on the CPU.
 - megatron-core 0.15 JIT-compiles a CUDA allocator at import when it finds a CUDA toolkit (and fails with an
   IndexError, uncaught, when there is no GPU to compile for): the toolkit is hidden from torch.utils.cpp_extension.
 - The CUDA RNG tracker's `fork()` (dropout regions) reads CUDA RNG state: an inference tracker makes it a no-op;
@@ -18,6 +19,7 @@ def patch():
     torch.cuda.current_device = lambda: "cpu"
     torch.cuda.synchronize = lambda *a, **k: None
     torch.cuda.device_count = lambda: 0
+    torch.Tensor.cuda = lambda self, *a, **k: self
     # A few save paths ask for tensors on the literal device "cuda".
     _redirect_cuda_device(torch, "tensor")
     _redirect_cuda_device(torch, "empty")

@@ -6,6 +6,7 @@ models also logits_native.npy (computed in the checkpoint's dtype), greedy.json 
 after the prompt, in float32), megatron.json (the model, the layout, the package versions)."""
 
 import argparse
+import importlib.metadata
 import json
 import platform
 
@@ -87,10 +88,9 @@ def greedy(chunks, prompt, ps, hidden, src, n):
 
 
 def versions():
-    import megatron.core
-    out = {"megatron_core": megatron.core.__version__, "torch": torch.__version__.split("+")[0],
-           "numpy": numpy.__version__, "python": platform.python_version()}
-    return out
+    # The distribution's version: megatron.core.__version__ appends the git hash of the working directory.
+    return {"megatron_core": importlib.metadata.version("megatron-core"), "torch": torch.__version__.split("+")[0],
+            "numpy": numpy.__version__, "python": platform.python_version()}
 
 
 def write(folder, chunks, a, ps, prompt_len, greedy_tokens):
