@@ -108,7 +108,7 @@ def main(argv=None):
     p.add_argument("--hf", required=True)
     p.add_argument("--reference", required=True)
     p.add_argument("--tolerance", type=float, default=1e-4)
-    p.add_argument("--native-tolerance", type=float, default=0.1)
+    p.add_argument("--native-tolerance", type=float, default=0.05)
     p.add_argument("--swap", choices=["qk", "gate_up"])
     p.add_argument("--expect-mismatch", action="store_true")
     p.add_argument("--report")

@@ -6,6 +6,10 @@
 Run it with the interpreter of an interop environment (ci/interop-env.sh): one with megatron-core, torch 2.x.
 It starts TP x PP processes (gloo), builds a GPTModel with the local layer spec and CPU initialisation, and writes:
 
+With megatron-core 0.17 and later (whose wheel carries megatron.training), both formats are written by Megatron's own
+save_checkpoint with the args of its own parser and validate_args (save_with_megatron.py). Older wheels have
+neither, and the files are written as save_checkpoint writes them:
+
   DIR/torch/        --ckpt-format torch: latest_checkpointed_iteration.txt, iter_N/mp_rank_TT[_PPP]/model_optim_rng.pt,
                     laid out as Megatron's save_checkpoint lays it out (model / model0, model1 per virtual stage,
                     optimizer and RNG state beside it); with --distributed-optimizer the parameters are views into
@@ -104,13 +108,19 @@ def rank_main(rank, world, port, a):
     import save_legacy
     import save_torch_dist
     import reference
+    import save_with_megatron
 
     chunks = model_builder.build_chunks(a, ps)
     ddp_chunks = model_builder.wrap_distributed_optimizer(chunks, ps) if a.distributed_optimizer else None
     args = model_builder.megatron_args(a, world)
-    save_torch_dist.save(a.out / "torch_dist", chunks, args, ITERATION, ps)
-    save_legacy.save(a.out / "torch", ddp_chunks or chunks, args, ITERATION, ps, a)
-    reference.write(a.out / "reference", chunks, a, ps, PROMPT_LEN, GREEDY_TOKENS)
+    if save_with_megatron.available():
+        save_with_megatron.save(a.out, ddp_chunks or chunks, args, ITERATION)
+        saved_by = "megatron.training.checkpointing.save_checkpoint"
+    else:
+        save_torch_dist.save(a.out / "torch_dist", chunks, args, ITERATION, ps)
+        save_legacy.save(a.out / "torch", ddp_chunks or chunks, args, ITERATION, ps, a)
+        saved_by = "megatron.core.dist_checkpointing.save; torch.save in save_checkpoint's layout"
+    reference.write(a.out / "reference", chunks, a, ps, PROMPT_LEN, GREEDY_TOKENS, saved_by)
     dist.barrier()
     dist.destroy_process_group()
 

@@ -2,6 +2,7 @@
 
 import argparse
 import hashlib
+import os
 import sys
 
 import torch
@@ -87,7 +88,7 @@ def wrap_distributed_optimizer(chunks, ps):
 
 
 def megatron_args(a, world):
-    """Megatron's own args Namespace: from megatron.training's parser where the package has it."""
+    """Megatron's own args Namespace: megatron.training's parse_args and validate_args where the package has them."""
     flags = [
         "--num-layers", str(a.layers), "--hidden-size", str(a.hidden), "--num-attention-heads", str(a.heads),
         "--ffn-hidden-size", str(a.ffn), "--kv-channels", str(a.hidden // a.heads),
@@ -119,19 +120,19 @@ def megatron_args(a, world):
         from megatron.training.arguments import parse_args
     except ImportError:
         return namespace_without_parser(a, world)
+    import megatron.training.arguments as arguments
     saved = sys.argv
     sys.argv = ["pretrain_gpt.py"] + flags
     try:
         args = parse_args()
     finally:
         sys.argv = saved
-    # What Megatron's training sets on args after parsing (validate_args and the tokenizer build).
-    args.padded_vocab_size = a.vocab
-    args.params_dtype = DTYPES[a.dtype]
-    args.world_size = world
-    args.data_parallel_size = world // (a.tp * a.pp)
-    if a.vpp:
-        args.virtual_pipeline_model_parallel_size = a.vpp
+    # validate_args asks the GPU's architecture (for defaults that depend on it) and insists on the environment
+    # that TP needs on a GPU; neither changes a field the converter reads.
+    arguments.get_device_arch_version = lambda: 9
+    os.environ["CUDA_DEVICE_MAX_CONNECTIONS"] = "1"
+    arguments.validate_args(args)
+    args.padded_vocab_size = a.vocab  # what training's tokenizer build sets after validate_args
     return args
 
 

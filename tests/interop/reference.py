@@ -93,7 +93,7 @@ def versions():
             "numpy": numpy.__version__, "python": platform.python_version()}
 
 
-def write(folder, chunks, a, ps, prompt_len, greedy_tokens):
+def write(folder, chunks, a, ps, prompt_len, greedy_tokens, saved_by):
     dtype = model_builder.DTYPES[a.dtype]
     prompt = torch.randint(0, a.vocab, (1, prompt_len), generator=torch.Generator().manual_seed(a.seed + 7))
     src = last_stage_source(ps)
@@ -110,5 +110,5 @@ def write(folder, chunks, a, ps, prompt_len, greedy_tokens):
         numpy.save(folder / "logits_native.npy", native.numpy())
     (folder / "greedy.json").write_text(json.dumps({"prompt": prompt[0].tolist(), "greedy": tokens}) + "\n")
     model = {k: v for k, v in vars(a).items() if k != "out"}
-    (folder / "megatron.json").write_text(json.dumps({"model": model, "versions": versions(),
-                                                      "iteration": 100}, indent=1) + "\n")
+    (folder / "megatron.json").write_text(json.dumps({"model": model, "versions": versions(), "iteration": 100,
+                                                      "saved_by": saved_by}, indent=1) + "\n")
