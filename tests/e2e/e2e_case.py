@@ -59,9 +59,14 @@ def mutate(checkpoint, spec):
         # Rewritten with real torch.save: a tensor one row short, or one saved argument changed.
         import glob
         import torch
+        sys.path.insert(0, os.path.join(SRC, "tests", "fixtures"))
+        import megatron_fixture
+        megatron_fixture.megatron_enums()  # for args that hold Megatron enums (--mcore 0.16 and later)
         rel, _, what = rest.partition(":")
         for path in sorted(glob.glob(os.path.join(checkpoint, rel))):
             sd = torch.load(path, map_location="cpu")
+            if isinstance(getattr(sd["args"], "exit_signal", None), int):  # re-pickled as the fixture pickled it
+                sd["args"].exit_signal = megatron_fixture.PickledSignal(sd["args"].exit_signal)
             if kind == "shrink":
                 for key in [k for k in sd if k.startswith("model")]:
                     if what in sd[key]:

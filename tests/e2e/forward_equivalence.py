@@ -43,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "fixtures"))
 from check_hf_output import SafetensorsError, read_safetensors, to_torch  # noqa: E402
-from megatron_fixture import dims_from_args, layer_offset  # noqa: E402
+from megatron_fixture import dims_from_args, layer_offset, megatron_enums  # noqa: E402
 
 RANK_DIR_RE = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?$")
 LAYER_KEY_RE = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
@@ -78,6 +78,7 @@ def causal_attention(q, k, v):
 def load_megatron_ranks(iter_dir):
     """{(tp_rank, pp_stage): [chunk state dicts]} and the args of the first file."""
     files, args = {}, None
+    megatron_enums()  # args written with Megatron's parser of core 0.16+ hold an AttnBackend member
     for name in sorted(os.listdir(iter_dir)):
         m = RANK_DIR_RE.match(name)
         path = os.path.join(iter_dir, name, "model_optim_rng.pt")

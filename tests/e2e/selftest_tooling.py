@@ -50,6 +50,9 @@ CONFIGS = [
     ("llama_fp32_to_bf16_trim", ["--arch", "llama", "--dtype", "fp32", "--tp", "2", "--pp", "2"],
      ["--dtype", "bf16", "--vocab-size", "250"], ["--dtype", "bf16", "--vocab-size", "250"]),
     ("opensci_bf16_to_fp32", ["--tp", "2"], ["--dtype", "fp32"], ["--dtype", "fp32"]),
+    # megatron-core 0.19's args (layernorm_epsilon, enums) and local-spec extra states, a non-default epsilon
+    ("llama_mcore019_local_eps", ["--arch", "llama", "--tp", "2", "--pp", "2", "--mcore", "0.19", "--layer-spec",
+                                  "local", "--norm-epsilon", "1e-6", "--dist-opt-views"], [], []),
 ]
 
 
