@@ -45,7 +45,8 @@ json hf_config(const ModelSpec& s, const json& args, std::uint64_t vocab_size, D
     c["num_hidden_layers"] = s.num_layers;
     c["num_key_value_heads"] = s.num_query_groups;
     c["pretraining_tp"] = 1;
-    c["rms_norm_eps"] = arg_or(args, "norm_epsilon", 1e-5);
+    // megatron-core 0.16 and later save the value as layernorm_epsilon (their --norm-epsilon's dest).
+    c["rms_norm_eps"] = arg_or(args, "norm_epsilon", arg_or(args, "layernorm_epsilon", 1e-5));
     c["rope_scaling"] = rope_scaling(args);
     c["rope_theta"] = arg_or(args, "rotary_base", 10000);
     c["tie_word_embeddings"] = s.tied_embeddings;

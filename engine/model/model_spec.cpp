@@ -68,7 +68,14 @@ ModelSpec model_spec_from_args(const json& args, const ModelOptions& options, co
     require(!flag(args, "rotary_interleaved"), source, "rotary_interleaved");
     if (const json* v = arg(args, "rotary_percent"))
         require(v->get<double>() == 1.0, source, "rotary_percent " + v->dump() + " (partial rotary)");
+    // The older and the 0.16+ names of one flag: Megatron then applies (1 + w), which HF norms do not.
     require(!flag(args, "apply_layernorm_1p"), source, "apply_layernorm_1p (zero-centred norm weights)");
+    require(!flag(args, "layernorm_zero_centered_gamma"), source,
+            "layernorm_zero_centered_gamma (zero-centred norm weights)");
+    require(!flag(args, "qk_l2_norm"), source, "qk_l2_norm");
+    require(!arg(args, "no_rope_freq"), source, "no_rope_freq (layers without RoPE)");
+    if (const json* v = arg(args, "rope_type")) require(*v == "rope", source, "rope_type " + v->dump());
+    require(!arg(args, "window_size"), source, "window_size (sliding-window attention)");
     require(!flag(args, "multi_latent_attention"), source, "multi_latent_attention");
     require(!flag(args, "attention_output_gate"), source, "attention_output_gate");
     if (const json* v = arg(args, "num_experts")) require(*v == 0, source, "mixture of experts (num_experts)");

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 ROTARY_BASE = 10000
-NORM_EPSILON = 1e-5
+NORM_EPSILON = 1e-6  # not Megatron's default: a converter that drops the saved value shows in the logits
 SEQ_LENGTH = 64
 INIT_STD = 0.05
 
@@ -98,7 +98,7 @@ def megatron_args(a, world):
         "--position-embedding-type", "rope", "--rotary-base", str(ROTARY_BASE),
         "--micro-batch-size", "1", "--global-batch-size", str(max(1, world // (a.tp * a.pp))),
         "--lr", "3e-4", "--train-iters", "1000", "--tokenizer-type", "NullTokenizer", "--vocab-size", str(a.vocab),
-        "--ckpt-format", "torch", "--save-interval", "100",
+        "--ckpt-format", "torch", "--save-interval", "100", "--transformer-impl", "local",
     ]
     if a.kv_heads != a.heads:
         flags += ["--group-query-attention", "--num-query-groups", str(a.kv_heads)]
@@ -156,4 +156,5 @@ def namespace_without_parser(a, world):
         use_distributed_optimizer=a.distributed_optimizer, ckpt_format="torch", tokenizer_type="NullTokenizer",
         micro_batch_size=1, global_batch_size=1, lr=3e-4, train_iters=1000, num_experts=None,
         multi_latent_attention=False, init_method_std=INIT_STD, hidden_dropout=0.0, attention_dropout=0.0,
+        transformer_impl="local",
     )

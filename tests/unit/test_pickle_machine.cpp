@@ -520,6 +520,14 @@ TEST(PickleMachine, TorchGlobals) {
     EXPECT_EQ(device->kind(), "object torch.device");
 }
 
+TEST(PickleMachine, SignalMembersAreDataOtherSignalGlobalsAreRefused) {
+    // Python 3.11.2 pickles Megatron's args.exit_signal (signal.Signals.SIGTERM) as the global signal.SIGTERM.
+    const auto sigterm = run(one_value([](PickleBuilder& p) { p.global("signal", "SIGTERM"); }));
+    EXPECT_EQ(sigterm->as<ClassRef>()->qualified(), "signal.SIGTERM");
+    EXPECT_NE(error_of(one_value([](PickleBuilder& p) { p.global("signal", "signal"); })).find("refusing global"),
+              std::string::npos);
+}
+
 TEST(PickleMachine, OrderedDictIgnoresBuild) {
     const auto v = run(one_value([](PickleBuilder& p) {
         p.empty_ordered_dict().mark().str("b").integer(1).str("a").integer(2).op('u');

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "common/error.hpp"
+#include "model/hf_config.hpp"
 #include "model/tensor_mapping.hpp"
 
 using namespace m2h;
@@ -279,7 +280,9 @@ TEST(ModelSpec, AutoArchAndUnsupportedFeatures) {
     EXPECT_EQ(model_spec_from_args(args, {"opensci", std::nullopt}, "t").arch, Arch::OpenSci);
     for (const auto& [k, v] : std::vector<std::pair<std::string, nlohmann::json>>{
              {"normalization", "LayerNorm"}, {"swiglu", false}, {"position_embedding_type", "learned_absolute"},
-             {"num_experts", 8}, {"rotary_interleaved", true}}) {
+             {"num_experts", 8}, {"rotary_interleaved", true}, {"apply_layernorm_1p", true},
+             {"layernorm_zero_centered_gamma", true}, {"qk_l2_norm", true}, {"no_rope_freq", 4},
+             {"rope_type", "yarn"}, {"window_size", {4096, 0}}}) {
         auto bad = w.index.args;
         bad[k] = v;
         try {
@@ -293,6 +296,18 @@ TEST(ModelSpec, AutoArchAndUnsupportedFeatures) {
     mha["group_query_attention"] = false;
     mha["num_query_groups"] = 1;  // Megatron's default is kept in args even without GQA
     EXPECT_EQ(model_spec_from_args(mha, {}, "t").num_query_groups, 4u);
+}
+
+TEST(HfConfig, NormEpsilonUnderEitherArgName) {
+    auto w = make_world({});
+    auto args = w.index.args;
+    const auto spec = model_spec_from_args(args, {}, "t");
+    args.erase("norm_epsilon");
+    EXPECT_EQ(hf_config(spec, args, 8, DType::F32)["rms_norm_eps"], 1e-5);  // Megatron's default
+    args["layernorm_epsilon"] = 1e-6;  // megatron-core 0.16 and later
+    EXPECT_EQ(hf_config(spec, args, 8, DType::F32)["rms_norm_eps"], 1e-6);
+    args["norm_epsilon"] = 2e-6;  // older Megatron-LM
+    EXPECT_EQ(hf_config(spec, args, 8, DType::F32)["rms_norm_eps"], 2e-6);
 }
 
 TEST(ModelSpec, KeyValueHeadOverrideAndDtype) {
