@@ -12,10 +12,12 @@ Checks, each against something the engine did not produce:
     output matches Megatron's float32 logits and greedy tokens (check_against_megatron.py, Debian's Python);
   - Llama-style outputs (not for goldens) load in real transformers with no missing, unexpected or mismatched keys, with Megatron's
     logits and greedy tokens (check_transformers.py, the interop base environment);
-  - negative controls: q/k or gate/up swapped after loading must fail the logits check.
+  - negative controls: q/k or gate/up swapped after loading must fail the logits check;
+  - goldens: the conversions are byte-identical to the ones recorded in golden.json.
 The environments come from ci/interop-env.sh; a missing one is a failure, never a skip."""
 
 import argparse
+import hashlib
 import json
 import os
 import pathlib
@@ -91,6 +93,19 @@ def check_outputs(gen, out, base, negative_control, failures):
                   f"negative control: {swap} swapped", failures)
 
 
+def same_bytes_as_recorded(gen, out, failures):
+    """The conversions must be byte-identical to those recorded in golden.json (make_golden.py --record-outputs)."""
+    recorded = json.loads((gen / "golden.json").read_text()).get("converted_sha256")
+    if not recorded:
+        failures.append("golden.json records no converted_sha256")
+        return
+    for fmt, files in recorded.items():
+        for name, digest in files.items():
+            got = hashlib.sha256((out / f"hf_{fmt}" / name).read_bytes()).hexdigest()
+            if got != digest:
+                failures.append(f"hf_{fmt}/{name} differs from the recorded conversion ({got[:12]} != {digest[:12]})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--version", help="megatron-core version that writes the checkpoint (with --case)")
@@ -113,6 +128,7 @@ def main():
         convert(a.engine, a.ranks, gen, out, failures)
         if not failures:
             check_outputs(gen, out, None, a.negative_control, failures)
+            same_bytes_as_recorded(gen, out, failures)
         label = f"golden {a.golden.name}"
     else:
         case = CASES[a.case]
