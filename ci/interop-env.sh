@@ -48,7 +48,8 @@ base_stamp=$(stamp_of "$REQ/base.txt")
 if make_venv "$ROOT/base" "$base_stamp"; then
   echo "ci/interop-env.sh: building $ROOT/base (torch, transformers, safetensors; about 3.5 GB)"
   pip_install "$ROOT/base" "$REQ/base.txt"
-  "$ROOT/base/bin/python" -c 'import torch, transformers, safetensors' 2>/dev/null
+  "$ROOT/base/bin/python" -W ignore -c 'import torch, transformers, safetensors' ||
+    { echo "ci/interop-env.sh: torch, transformers or safetensors does not import in $ROOT/base" >&2; exit 1; }
   echo "$base_stamp" >"$ROOT/base/.m2h-stamp"
 fi
 base_site=$("$ROOT/base/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -61,7 +62,14 @@ for v in $(versions); do
     # After the venv's own site-packages: its numpy and megatron-core win, torch comes from base.
     echo "$(cd "$base_site" && pwd)" >"$site/m2h-interop-base.pth"
     pip_install "$dir" "$REQ/mcore-$v.txt"
-    "$dir/bin/python" -W ignore -c 'import torch, megatron.core' >/dev/null 2>&1
+    # As the writer imports it: behind tests/interop/cuda_on_cpu.py (megatron-core 0.15 fails a bare import on a
+    # machine with a CUDA toolkit and no GPU).
+    if ! "$dir/bin/python" -W ignore -c 'import sys; sys.path.insert(0, "tests/interop"); import cuda_on_cpu
+cuda_on_cpu.patch(); import megatron.core' >"$dir/import.log" 2>&1; then
+      echo "ci/interop-env.sh: megatron-core $v does not import in $dir:" >&2
+      tail -5 "$dir/import.log" >&2
+      exit 1
+    fi
     stamp_of "$REQ/base.txt" "$REQ/mcore-$v.txt" >"$dir/.m2h-stamp"
   fi
 done
