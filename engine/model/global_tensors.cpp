@@ -8,6 +8,7 @@
 #include <set>
 
 #include "common/error.hpp"
+#include "model/family.hpp"
 
 namespace m2h::model {
 namespace {
@@ -15,37 +16,26 @@ namespace {
 using plan::SourceIndex;
 using plan::SourceTensor;
 
-enum class Split { Dim0, Dim1, Gated, Replicated };
-
-// TransformerEngine names are canonical; the local layer spec names its norms as separate modules.
-std::optional<std::pair<std::string, Split>> layer_suffix(std::string_view suffix) {
-    static const std::map<std::string_view, std::pair<std::string_view, Split>> table{
-        {"self_attention.linear_qkv.layer_norm_weight", {"self_attention.linear_qkv.layer_norm_weight", Split::Replicated}},
-        {"input_layernorm.weight", {"self_attention.linear_qkv.layer_norm_weight", Split::Replicated}},
-        {"self_attention.linear_qkv.weight", {"self_attention.linear_qkv.weight", Split::Dim0}},
-        {"self_attention.linear_qkv.bias", {"self_attention.linear_qkv.bias", Split::Dim0}},
-        {"self_attention.q_layernorm.weight", {"self_attention.q_layernorm.weight", Split::Replicated}},
-        {"self_attention.k_layernorm.weight", {"self_attention.k_layernorm.weight", Split::Replicated}},
-        {"self_attention.linear_proj.weight", {"self_attention.linear_proj.weight", Split::Dim1}},
-        {"self_attention.linear_proj.bias", {"self_attention.linear_proj.bias", Split::Replicated}},
-        {"mlp.linear_fc1.layer_norm_weight", {"mlp.linear_fc1.layer_norm_weight", Split::Replicated}},
-        {"pre_mlp_layernorm.weight", {"mlp.linear_fc1.layer_norm_weight", Split::Replicated}},
-        {"mlp.linear_fc1.weight", {"mlp.linear_fc1.weight", Split::Gated}},
-        {"mlp.linear_fc1.bias", {"mlp.linear_fc1.bias", Split::Gated}},
-        {"mlp.linear_fc2.weight", {"mlp.linear_fc2.weight", Split::Dim1}},
-        {"mlp.linear_fc2.bias", {"mlp.linear_fc2.bias", Split::Replicated}},
-    };
-    auto it = table.find(suffix);
-    if (it == table.end()) return std::nullopt;
-    return std::pair{std::string(it->second.first), it->second.second};
+// The local layer spec names its norms as separate modules; TransformerEngine's names (fused into the next linear
+// layer) are the ones the family tables use, and the ones torch_dist stores for both specs.
+std::string_view canonical_suffix(std::string_view suffix) {
+    if (suffix == "input_layernorm.weight") return "self_attention.linear_qkv.layer_norm_weight";
+    if (suffix == "pre_mlp_layernorm.weight") return "mlp.linear_fc1.layer_norm_weight";
+    return suffix;
 }
 
-std::optional<std::pair<std::string, Split>> global_key(std::string_view key) {
-    if (key == "embedding.word_embeddings.weight") return std::pair{std::string(key), Split::Dim0};
-    if (key == "output_layer.weight") return std::pair{std::string(key), Split::Dim0};
-    if (key == "decoder.final_layernorm.weight" || key == "decoder.final_norm.weight")
-        return std::pair{std::string("decoder.final_layernorm.weight"), Split::Replicated};
-    return std::nullopt;
+std::optional<std::pair<std::string, Split>> layer_suffix(const ModelSpec& s, std::string_view suffix) {
+    const auto canonical = canonical_suffix(suffix);
+    const auto* rule = rule_for(family_of(s.arch), std::string(kLayerPrefix) + std::string(canonical));
+    if (!rule) return std::nullopt;
+    return std::pair{std::string(canonical), rule->split};
+}
+
+std::optional<std::pair<std::string, Split>> global_key(const ModelSpec& s, std::string_view key) {
+    if (key == "decoder.final_norm.weight") key = "decoder.final_layernorm.weight";
+    const auto* rule = key.starts_with(kLayerPrefix) ? nullptr : rule_for(family_of(s.arch), key);
+    if (!rule) return std::nullopt;
+    return std::pair{std::string(key), rule->split};
 }
 
 constexpr std::string_view kLayers = "decoder.layers.";
@@ -68,19 +58,13 @@ std::optional<LayerKey> split_layer_key(std::string_view key) {
     return LayerKey{std::nullopt, rest};
 }
 
-// The global shape the args imply for a canonical key (layer index removed).
+// The global shape the args imply for a canonical key.
 std::vector<std::uint64_t> expected_shape(const ModelSpec& s, std::string_view key) {
-    if (auto lk = split_layer_key(key)) key = lk->suffix;
-    const std::uint64_t H = s.hidden_size, F = s.ffn_hidden_size;
-    if (key == "embedding.word_embeddings.weight" || key == "output_layer.weight") return {s.padded_vocab_size, H};
-    if (key == "self_attention.linear_qkv.weight") return {s.qkv_rows(), H};
-    if (key == "self_attention.linear_qkv.bias") return {s.qkv_rows()};
-    if (key == "self_attention.q_layernorm.weight" || key == "self_attention.k_layernorm.weight") return {s.head_dim};
-    if (key == "self_attention.linear_proj.weight") return {H, s.num_heads * s.head_dim};
-    if (key == "mlp.linear_fc1.weight") return {2 * F, H};
-    if (key == "mlp.linear_fc1.bias") return {2 * F};
-    if (key == "mlp.linear_fc2.weight") return {H, F};
-    return {H};  // norms and row-parallel biases
+    std::string pattern(key);
+    if (auto lk = split_layer_key(key)) pattern = std::string(kLayerPrefix) + std::string(lk->suffix);
+    const auto* rule = rule_for(family_of(s.arch), pattern);
+    if (!rule) throw Error(std::string(key), "no tensor of the " + std::string(family_of(s.arch).name) + " family");
+    return megatron_shape(*rule, s);
 }
 
 std::string shape_text(const std::vector<std::uint64_t>& s) {
@@ -117,9 +101,9 @@ public:
             std::optional<std::pair<std::string, Split>> role;
             std::string key;
             if (auto lk = split_layer_key(t.key); lk && lk->layer) {
-                role = layer_suffix(lk->suffix);
+                role = layer_suffix(s_, lk->suffix);
                 if (role) key = layer_name(offsets.at({std::max(t.vpp_chunk, 0), t.pp_rank}) + *lk->layer, role->first);
-            } else if ((role = global_key(t.key))) {
+            } else if ((role = global_key(s_, t.key))) {
                 key = role->first;
             }
             if (!role) throw unknown(index_, t);
@@ -164,7 +148,7 @@ public:
             auto lk = split_layer_key(t.key);
             if (lk && !lk->layer) {
                 // Stacked: [L, ...] with the layer axis first; each layer's slice is a contiguous block.
-                const auto role = layer_suffix(lk->suffix);
+                const auto role = layer_suffix(s_, lk->suffix);
                 if (!role) throw unknown(index_, t);
                 if (t.global_shape[0] != s_.num_layers)
                     throw Error(where(index_, t), "stacked layer axis of " + std::to_string(t.global_shape[0]) +
@@ -182,9 +166,9 @@ public:
             std::optional<std::pair<std::string, Split>> role;
             std::string key;
             if (lk) {
-                role = layer_suffix(lk->suffix);
+                role = layer_suffix(s_, lk->suffix);
                 if (role) key = layer_name(*lk->layer, role->first);
-            } else if ((role = global_key(t.key))) {
+            } else if ((role = global_key(s_, t.key))) {
                 key = role->first;
             }
             if (!role) throw unknown(index_, t);

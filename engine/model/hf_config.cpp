@@ -1,5 +1,7 @@
 #include "model/hf_config.hpp"
 
+#include "model/family.hpp"
+
 namespace m2h::model {
 namespace {
 
@@ -56,25 +58,7 @@ json hf_config(const ModelSpec& s, const json& args, std::uint64_t vocab_size, D
     c["vocab_size"] = vocab_size;
     c["attention_bias"] = s.linear_bias;
     c["mlp_bias"] = s.linear_bias;
-    if (s.arch == Arch::OpenSci) {
-        // The published spelling; the class is OpensciForCausalLM and loads through auto_map either way.
-        c["architectures"] = {"OpenSciForCausalLM"};
-        c["auto_map"] = {{"AutoConfig", "configuration_opensci.OpensciConfig"},
-                         {"AutoModel", "modeling_opensci.OpensciPreTrainedModel"},
-                         {"AutoModelForCausalLM", "modeling_opensci.OpensciForCausalLM"}};
-        // GPT-NeoX-20B tokenizer ids of the published models; Llama keeps transformers' defaults.
-        c["bos_token_id"] = 0;
-        c["eos_token_id"] = 0;
-        c["layer_norm_eps"] = c["rms_norm_eps"];
-        c["model_type"] = "opensci";
-        c["qk_layernorm"] = s.qk_layernorm;
-    } else {
-        c["architectures"] = {"LlamaForCausalLM"};
-        // Not in the Megatron args (they belong to the tokenizer): LlamaConfig's defaults.
-        c["bos_token_id"] = 1;
-        c["eos_token_id"] = 2;
-        c["model_type"] = "llama";
-    }
+    family_of(s.arch).config(s, c);
     return c;  // nlohmann's object is ordered by key: dumped sorted, as transformers writes it
 }
 

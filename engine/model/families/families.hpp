@@ -1,0 +1,10 @@
+#pragma once
+// One function per family file; model/family.cpp lists them.
+#include "model/family.hpp"
+
+namespace m2h::model {
+
+const Family& llama_family();
+const Family& opensci_family();
+
+}  // namespace m2h::model

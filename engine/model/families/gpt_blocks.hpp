@@ -1,0 +1,59 @@
+#pragma once
+// The tensors of Megatron's GPTModel, in blocks that families put together in their HF state-dict order.
+// Megatron side: global shapes in the model's sizes and how TP cuts them; HF side: the Llama naming that the
+// Llama-derived families share.
+#include <array>
+
+#include "model/family.hpp"
+
+namespace m2h::model::blocks {
+
+using enum Split;
+using enum Extent;
+using enum Transform;
+using enum When;
+
+inline constexpr std::array kEmbedding{
+    TensorRule{"embedding.word_embeddings.weight", Dim0, {Vocab, Hidden}, "model.embed_tokens.weight", VocabRows},
+};
+
+// Fused QKV split per query group into q/k/v, then the output projection; weights before biases.
+inline constexpr std::array kAttention{
+    TensorRule{"decoder.layers.*.self_attention.linear_qkv.weight", Dim0, {Qkv, Hidden}, "model.layers.*.self_attn.q_proj.weight", Query},
+    TensorRule{"decoder.layers.*.self_attention.linear_qkv.bias", Dim0, {Qkv}, "model.layers.*.self_attn.q_proj.bias", Query, LinearBias},
+    TensorRule{"decoder.layers.*.self_attention.linear_qkv.weight", Dim0, {Qkv, Hidden}, "model.layers.*.self_attn.k_proj.weight", Key},
+    TensorRule{"decoder.layers.*.self_attention.linear_qkv.bias", Dim0, {Qkv}, "model.layers.*.self_attn.k_proj.bias", Key, LinearBias},
+    TensorRule{"decoder.layers.*.self_attention.linear_qkv.weight", Dim0, {Qkv, Hidden}, "model.layers.*.self_attn.v_proj.weight", Value},
+    TensorRule{"decoder.layers.*.self_attention.linear_qkv.bias", Dim0, {Qkv}, "model.layers.*.self_attn.v_proj.bias", Value, LinearBias},
+    TensorRule{"decoder.layers.*.self_attention.linear_proj.weight", Dim1, {Hidden, AttentionOut}, "model.layers.*.self_attn.o_proj.weight"},
+    TensorRule{"decoder.layers.*.self_attention.linear_proj.bias", Replicated, {Hidden}, "model.layers.*.self_attn.o_proj.bias", Whole, LinearBias},
+};
+
+// Open-Sci's per-head q/k RMSNorm (qk_layernorm).
+inline constexpr std::array kQkLayernorm{
+    TensorRule{"decoder.layers.*.self_attention.q_layernorm.weight", Replicated, {HeadDim}, "model.layers.*.self_attn.q_layernorm.weight", Whole, QkLayernorm},
+    TensorRule{"decoder.layers.*.self_attention.k_layernorm.weight", Replicated, {HeadDim}, "model.layers.*.self_attn.k_layernorm.weight", Whole, QkLayernorm},
+};
+
+// SwiGLU: fc1 is the global [gate; up].
+inline constexpr std::array kSwiGluMlp{
+    TensorRule{"decoder.layers.*.mlp.linear_fc1.weight", Gated, {GatedFfn, Hidden}, "model.layers.*.mlp.gate_proj.weight", Gate},
+    TensorRule{"decoder.layers.*.mlp.linear_fc1.bias", Gated, {GatedFfn}, "model.layers.*.mlp.gate_proj.bias", Gate, LinearBias},
+    TensorRule{"decoder.layers.*.mlp.linear_fc1.weight", Gated, {GatedFfn, Hidden}, "model.layers.*.mlp.up_proj.weight", Up},
+    TensorRule{"decoder.layers.*.mlp.linear_fc1.bias", Gated, {GatedFfn}, "model.layers.*.mlp.up_proj.bias", Up, LinearBias},
+    TensorRule{"decoder.layers.*.mlp.linear_fc2.weight", Dim1, {Hidden, Ffn}, "model.layers.*.mlp.down_proj.weight"},
+    TensorRule{"decoder.layers.*.mlp.linear_fc2.bias", Replicated, {Hidden}, "model.layers.*.mlp.down_proj.bias", Whole, LinearBias},
+};
+
+// The pre-attention and pre-MLP norms (TransformerEngine fuses them into the following linear layer).
+inline constexpr std::array kLayerNorms{
+    TensorRule{"decoder.layers.*.self_attention.linear_qkv.layer_norm_weight", Replicated, {Hidden}, "model.layers.*.input_layernorm.weight"},
+    TensorRule{"decoder.layers.*.mlp.linear_fc1.layer_norm_weight", Replicated, {Hidden}, "model.layers.*.post_attention_layernorm.weight"},
+};
+
+inline constexpr std::array kFinal{
+    TensorRule{"decoder.final_layernorm.weight", Replicated, {Hidden}, "model.norm.weight"},
+    TensorRule{"output_layer.weight", Dim0, {Vocab, Hidden}, "lm_head.weight", VocabRows, Untied},
+};
+
+}  // namespace m2h::model::blocks

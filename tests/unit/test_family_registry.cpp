@@ -1,0 +1,114 @@
+// Every family's table, expanded for a one-layer model: the HF names, in state-dict order, with their shapes.
+// A naming slip or a reordered row fails here without a forward pass.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/family.hpp"
+#include "model/hf_config.hpp"
+
+using namespace m2h;
+using namespace m2h::model;
+
+namespace {
+
+using Expected = std::vector<std::pair<std::string, std::vector<std::uint64_t>>>;
+
+ModelSpec one_layer(Arch arch, bool bias, bool qk, bool tied) {
+    ModelSpec s;
+    s.arch = arch;
+    s.num_layers = 1;
+    s.hidden_size = 8;
+    s.num_heads = 4;
+    s.num_query_groups = 2;
+    s.head_dim = 2;
+    s.ffn_hidden_size = 12;
+    s.padded_vocab_size = 16;
+    s.linear_bias = bias;
+    s.qk_layernorm = qk;
+    s.tied_embeddings = tied;
+    return s;
+}
+
+// What the mapping derives for each rule: the Megatron shape cut by the transform (tensor_mapping.cpp).
+Expected expand(const ModelSpec& s) {
+    Expected out;
+    for (const auto& rule : family_of(s.arch).rules) {
+        if (!applies(rule.when, s)) continue;
+        auto shape = megatron_shape(rule, s);
+        const auto heads = s.num_heads * s.head_dim, kv = s.num_query_groups * s.head_dim;
+        switch (rule.transform) {
+            case Transform::Query: shape[0] = heads; break;
+            case Transform::Key: case Transform::Value: shape[0] = kv; break;
+            case Transform::Gate: case Transform::Up: shape[0] = s.ffn_hidden_size; break;
+            default: break;
+        }
+        out.emplace_back(with_layer(rule.hf, 0), shape);
+    }
+    return out;
+}
+
+TEST(FamilyRegistry, LlamaUntiedWithoutBiases) {
+    const Expected want{
+        {"model.embed_tokens.weight", {16, 8}},
+        {"model.layers.0.self_attn.q_proj.weight", {8, 8}},
+        {"model.layers.0.self_attn.k_proj.weight", {4, 8}},
+        {"model.layers.0.self_attn.v_proj.weight", {4, 8}},
+        {"model.layers.0.self_attn.o_proj.weight", {8, 8}},
+        {"model.layers.0.mlp.gate_proj.weight", {12, 8}},
+        {"model.layers.0.mlp.up_proj.weight", {12, 8}},
+        {"model.layers.0.mlp.down_proj.weight", {8, 12}},
+        {"model.layers.0.input_layernorm.weight", {8}},
+        {"model.layers.0.post_attention_layernorm.weight", {8}},
+        {"model.norm.weight", {8}},
+        {"lm_head.weight", {16, 8}},
+    };
+    EXPECT_EQ(expand(one_layer(Arch::Llama, false, false, false)), want);
+}
+
+TEST(FamilyRegistry, OpenSciTiedWithBiasesAndQkLayernorm) {
+    const Expected want{
+        {"model.embed_tokens.weight", {16, 8}},
+        {"model.layers.0.self_attn.q_proj.weight", {8, 8}},
+        {"model.layers.0.self_attn.q_proj.bias", {8}},
+        {"model.layers.0.self_attn.k_proj.weight", {4, 8}},
+        {"model.layers.0.self_attn.k_proj.bias", {4}},
+        {"model.layers.0.self_attn.v_proj.weight", {4, 8}},
+        {"model.layers.0.self_attn.v_proj.bias", {4}},
+        {"model.layers.0.self_attn.o_proj.weight", {8, 8}},
+        {"model.layers.0.self_attn.o_proj.bias", {8}},
+        {"model.layers.0.self_attn.q_layernorm.weight", {2}},
+        {"model.layers.0.self_attn.k_layernorm.weight", {2}},
+        {"model.layers.0.mlp.gate_proj.weight", {12, 8}},
+        {"model.layers.0.mlp.gate_proj.bias", {12}},
+        {"model.layers.0.mlp.up_proj.weight", {12, 8}},
+        {"model.layers.0.mlp.up_proj.bias", {12}},
+        {"model.layers.0.mlp.down_proj.weight", {8, 12}},
+        {"model.layers.0.mlp.down_proj.bias", {8}},
+        {"model.layers.0.input_layernorm.weight", {8}},
+        {"model.layers.0.post_attention_layernorm.weight", {8}},
+        {"model.norm.weight", {8}},
+    };
+    EXPECT_EQ(expand(one_layer(Arch::OpenSci, true, true, true)), want);
+}
+
+TEST(FamilyRegistry, EachFamilyWritesItsArchitecture) {
+    for (const auto& [arch, name] : {std::pair{Arch::Llama, "LlamaForCausalLM"}, std::pair{Arch::OpenSci, "OpenSciForCausalLM"}}) {
+        const auto config = hf_config(one_layer(arch, false, false, true), nlohmann::json::object(), 16, DType::BF16);
+        EXPECT_EQ(config["architectures"][0], name);
+        EXPECT_EQ(family_of(arch).arch, arch);
+    }
+}
+
+TEST(FamilyRegistry, LookupByMegatronKey) {
+    const auto& llama = family_of(Arch::Llama);
+    ASSERT_NE(rule_for(llama, "decoder.layers.*.mlp.linear_fc1.weight"), nullptr);
+    EXPECT_EQ(rule_for(llama, "decoder.layers.*.mlp.linear_fc1.weight")->split, Split::Gated);
+    EXPECT_EQ(rule_for(llama, "decoder.layers.*.self_attention.q_layernorm.weight"), nullptr);  // not a Llama tensor
+    EXPECT_NE(rule_for(family_of(Arch::OpenSci), "decoder.layers.*.self_attention.q_layernorm.weight"), nullptr);
+    EXPECT_EQ(with_layer("model.layers.*.mlp.up_proj.weight", 12), "model.layers.12.mlp.up_proj.weight");
+}
+
+}  // namespace
