@@ -1,7 +1,7 @@
 #pragma once
 // PyTorch Distributed Checkpoint (Megatron `--ckpt-format torch_dist`) metadata: the `.metadata` pickle of an
 // iteration directory, interpreted into tensors (dtype, global shape, chunks and where each chunk's bytes lie)
-// and byte items (ShardedObjects: extra state, RNG, common state). formats.md §4.3-4.8.
+// and byte items (ShardedObjects: extra state, RNG, common state). docs/formats.md §5.2-5.7.
 //
 // Everything is validated before anyone reads data: each chunk has exactly one storage entry, the chunks of a
 // tensor lie inside it, do not overlap and cover it exactly, and every data file name is a plain relative name.

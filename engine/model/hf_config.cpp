@@ -47,7 +47,7 @@ json hf_config(const ModelSpec& s, const json& args, std::uint64_t vocab_size, D
     c["num_hidden_layers"] = s.num_layers;
     c["num_key_value_heads"] = s.num_query_groups;
     c["pretraining_tp"] = 1;
-    // megatron-core 0.16 and later save the value as layernorm_epsilon (their --norm-epsilon's dest).
+    // Megatron's newer parser (megatron.training in megatron-core 0.19) saves it as layernorm_epsilon.
     c["rms_norm_eps"] = arg_or(args, "norm_epsilon", arg_or(args, "layernorm_epsilon", 1e-5));
     c["rope_scaling"] = rope_scaling(args);
     c["rope_theta"] = arg_or(args, "rotary_base", 10000);

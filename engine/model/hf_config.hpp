@@ -1,5 +1,5 @@
 #pragma once
-// config.json of the converted model, from the saved Megatron args (tables in docs/megatron-to-hf.md §11).
+// config.json of the converted model, from the saved Megatron args (table in docs/formats.md §4.4).
 #include <cstdint>
 
 #include <nlohmann/json.hpp>

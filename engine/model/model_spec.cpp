@@ -68,7 +68,8 @@ ModelSpec model_spec_from_args(const json& args, const ModelOptions& options, co
     require(!flag(args, "rotary_interleaved"), source, "rotary_interleaved");
     if (const json* v = arg(args, "rotary_percent"))
         require(v->get<double>() == 1.0, source, "rotary_percent " + v->dump() + " (partial rotary)");
-    // The older and the 0.16+ names of one flag: Megatron then applies (1 + w), which HF norms do not.
+    // The older and the newer (megatron-core 0.19's parser) names of one flag: Megatron then applies (1 + w),
+    // which HF norms do not.
     require(!flag(args, "apply_layernorm_1p"), source, "apply_layernorm_1p (zero-centred norm weights)");
     require(!flag(args, "layernorm_zero_centered_gamma"), source,
             "layernorm_zero_centered_gamma (zero-centred norm weights)");

@@ -10,7 +10,7 @@ struct Name {
     std::string_view module, name;
 };
 
-// What torch.save, DCP and Megatron write (docs/formats.md §3.6, §3.8, §4.5).
+// What torch.save, DCP and Megatron write (docs/formats.md §3.4, §5.2).
 constexpr std::array<Name, 38> kExact{{
     {"torch._utils", "_rebuild_tensor"},
     {"torch._utils", "_rebuild_tensor_v2"},

@@ -438,7 +438,7 @@ private:
     }
 
     // REDUCE (or NEWOBJ on a class that behaves the same). Never resolves anything: known names get a data
-    // representation, every other name an inert Object.
+    // representation, every other allowed name an inert Object.
     ValuePtr call(const ClassRef& c, const ValuePtr& args, bool newobj) {
         charge_names(c.module, c.name);  // for `q`, and the Object most names end up in
         const std::string q = c.qualified();
@@ -516,8 +516,8 @@ private:
             charge_copy(b->data.size());
             return make(Bytes{b->data});
         }
-        // builtins.getattr, argparse.Namespace, types.SimpleNamespace, _io.BytesIO, numpy, enums, and any
-        // name we do not know (os.system included): inert data.
+        // builtins.getattr, argparse.Namespace, types.SimpleNamespace, _io.BytesIO, numpy, enums and the other
+        // allowed names: inert data (a name off the allow-list was already refused at GLOBAL).
         return object(c, args);
     }
 

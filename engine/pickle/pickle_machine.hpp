@@ -1,7 +1,8 @@
 #pragma once
 // A pickle virtual machine (protocols 2-5) that never executes anything: one switch over opcodes, a stack,
 // a mark stack and a memo. GLOBALs become ClassRefs; a short allow-list of torch and stdlib callables is
-// interpreted (tensor rebuild functions, OrderedDict, codecs.encode, ...); everything else is inert data.
+// interpreted (tensor rebuild functions, OrderedDict, codecs.encode, ...); every other name on the allow-list is inert data, and
+// a name off it is refused.
 #include <cstddef>
 #include <functional>
 #include <span>

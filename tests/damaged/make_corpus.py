@@ -44,7 +44,7 @@ def rank_file(t, p):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Zip structures, parsed independently of the engine (APPNOTE 4.3.7-4.3.16, formats.md §2.3)
+# Zip structures, parsed independently of the engine (APPNOTE 4.3.7-4.3.16, docs/formats.md §2.2)
 # ---------------------------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass

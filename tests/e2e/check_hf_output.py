@@ -7,8 +7,8 @@
 
 What is checked, and why:
   * every .safetensors file is read by the reader below, which rejects what the reference Rust reader rejects
-    (docs/formats.md §5.5), so a file that passes here also loads in `safetensors`/transformers;
-  * the reference WRITER's conventions (§5.4) are enforced as well (data order dtype-descending then byte-wise name,
+    (docs/formats.md §6.4), so a file that passes here also loads in `safetensors`/transformers;
+  * the reference WRITER's conventions (§6.3) are enforced as well (data order dtype-descending then byte-wise name,
     compact JSON with __metadata__ {"format":"pt"} first, space padding to a multiple of 8), because the engine
     promises byte-identical output to the Python tools;
   * file layout (§5.6): a single model.safetensors and no index, or with --expect-sharded model-%05d-of-%05d files
@@ -31,7 +31,7 @@ import sys
 
 import torch
 
-# dtype string -> bits per element (docs/formats.md §5.3). Sub-byte types are valid for the reader.
+# dtype string -> bits per element (docs/formats.md §6.2). Sub-byte types are valid for the reader.
 ST_DTYPE_BITS = {"BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8,
                  "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
                  "I32": 32, "U32": 32, "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64}
@@ -67,7 +67,7 @@ def _is_uint(x):
 
 
 def parse_header(raw, file_len, path):
-    """Validate the header the way `SafeTensors::read_metadata` + `Metadata::validate` do (formats.md §5.5).
+    """Validate the header the way `SafeTensors::read_metadata` + `Metadata::validate` do (formats.md §6.4).
 
     Returns (metadata, [(name, dtype, shape, begin, end)] in header order, header_len N)."""
     if len(raw) < 8:
@@ -132,7 +132,7 @@ def _validate_offsets(entries, file_len, n, path):
 
 
 def check_writer_conventions(raw, meta, entries, n, path):
-    """The reference writer's exact layout (formats.md §5.4), needed for byte parity with the Python tools.
+    """The reference writer's exact layout (formats.md §6.3), needed for byte parity with the Python tools.
     Returns a list of problems."""
     problems = []
     if meta != {"format": "pt"}:

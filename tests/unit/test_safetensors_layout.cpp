@@ -1,5 +1,5 @@
-// layout_safetensors: byte-exact headers (formats.md 5.2/5.4), huggingface_hub's shard split (5.6), and every produced
-// file checked by an independent re-implementation of the reference reader's rules (5.5).
+// layout_safetensors: byte-exact headers (formats.md 6.1/6.3), huggingface_hub's shard split (6.5), and every produced
+// file checked by an independent re-implementation of the reference reader's rules (6.4).
 #include <gtest/gtest.h>
 
 #include <algorithm>
