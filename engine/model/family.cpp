@@ -4,11 +4,14 @@
 
 namespace m2h::model {
 
+std::span<const Family* const> families() {
+    static const std::array<const Family*, 4> all{&llama_family(), &qwen2_family(), &qwen3_family(), &opensci_family()};
+    return all;
+}
+
 const Family& family_of(Arch arch) {
-    switch (arch) {
-        case Arch::OpenSci: return opensci_family();
-        case Arch::Llama: return llama_family();
-    }
+    for (const auto* f : families())
+        if (f->arch == arch) return *f;
     return llama_family();
 }
 
@@ -16,6 +19,7 @@ bool applies(When when, const ModelSpec& s) {
     switch (when) {
         case When::Always: return true;
         case When::LinearBias: return s.linear_bias;
+        case When::QkvBias: return s.qkv_bias;
         case When::QkLayernorm: return s.qk_layernorm;
         case When::Untied: return !s.tied_embeddings;
     }

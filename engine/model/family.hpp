@@ -27,7 +27,7 @@ enum class Extent { None, Vocab, Hidden, Qkv, AttentionOut, HeadDim, Ffn, GatedF
 enum class Transform { Whole, VocabRows, Query, Key, Value, Gate, Up };
 
 // The capability of the model an entry needs.
-enum class When { Always, LinearBias, QkLayernorm, Untied };
+enum class When { Always, LinearBias, QkvBias, QkLayernorm, Untied };
 
 struct TensorRule {
     std::string_view megatron;  // TransformerEngine names; "decoder.layers.*." for per-layer tensors
@@ -43,9 +43,13 @@ struct Family {
     std::string_view name;
     std::span<const TensorRule> rules;                           // in HF state-dict order
     void (*config)(const ModelSpec& spec, nlohmann::json& config);  // the family's own config.json fields
+    // Why the family cannot represent this model (its HF class has no such tensors or options), or empty.
+    std::string (*refuses)(const ModelSpec& spec);
 };
 
 const Family& family_of(Arch arch);
+// Every family, in the order --arch auto tries them.
+std::span<const Family* const> families();
 
 constexpr std::string_view kLayerPrefix = "decoder.layers.*.";
 

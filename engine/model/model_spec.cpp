@@ -1,6 +1,7 @@
 #include "model/model_spec.hpp"
 
 #include "common/error.hpp"
+#include "model/family.hpp"
 
 namespace m2h::model {
 namespace {
@@ -34,9 +35,28 @@ void require(bool ok, const std::string& source, const std::string& what) {
     if (!ok) throw Error(source, "unsupported model: " + what);
 }
 
+// --arch auto: the first family (in families() order) that can represent the model; a name: that family, which
+// must be able to.
+const Family& choose_family(const ModelSpec& s, const std::string& arch, const std::string& source) {
+    std::string names, reasons;
+    for (const auto* f : families()) {
+        const std::string why = f->refuses(s);
+        if (arch == f->name) {
+            require(why.empty(), source, why + " (--arch " + arch + ")");
+            return *f;
+        }
+        if (arch == "auto" && why.empty()) return *f;
+        names += ", " + std::string(f->name);
+        reasons += std::string(reasons.empty() ? "" : "; ") + std::string(f->name) + ": " + why;
+    }
+    if (arch != "auto")
+        throw Error("--arch", "unknown architecture '" + arch + "' (expected auto" + names + ")");
+    throw Error(source, "--arch auto: no family can represent this model (" + reasons + ")");
+}
+
 }  // namespace
 
-std::string_view arch_name(Arch a) { return a == Arch::OpenSci ? "opensci" : "llama"; }
+std::string_view arch_name(Arch a) { return family_of(a).name; }
 
 ModelSpec model_spec_from_args(const json& args, const ModelOptions& options, const std::string& source) {
     if (!args.is_object()) throw Error(source, "args are missing from the checkpoint");
@@ -85,9 +105,7 @@ ModelSpec model_spec_from_args(const json& args, const ModelOptions& options, co
 
     s.qk_layernorm = flag(args, "qk_layernorm");
     s.linear_bias = flag(args, "add_bias_linear");
-    const bool qkv_bias = flag(args, "add_qkv_bias") || s.linear_bias;
-    require(qkv_bias == s.linear_bias, source,
-            "add_qkv_bias without add_bias_linear (biases on q/k/v only: the Qwen2 layout)");
+    s.qkv_bias = flag(args, "add_qkv_bias") || s.linear_bias;
     s.tied_embeddings = !flag(args, "untie_embeddings_and_output_weights");
     s.params_dtype = flag(args, "bf16") ? DType::BF16 : flag(args, "fp16") ? DType::F16 : DType::F32;
     for (const char* uneven : {"num_layers_in_first_pipeline_stage", "num_layers_in_last_pipeline_stage",
@@ -97,24 +115,7 @@ ModelSpec model_spec_from_args(const json& args, const ModelOptions& options, co
     if (flag(args, "account_for_embedding_in_pipeline_split") || flag(args, "account_for_loss_in_pipeline_split"))
         s.even_pipeline = false;
 
-    if (options.arch == "auto") {
-        if (s.qk_layernorm && s.linear_bias)
-            s.arch = Arch::OpenSci;
-        else if (!s.qk_layernorm && !s.linear_bias)
-            s.arch = Arch::Llama;
-        else
-            throw Error(source, std::string("--arch auto cannot map this model: ") +
-                                    (s.qk_layernorm ? "qk_layernorm without linear biases"
-                                                    : "linear biases without qk_layernorm") +
-                                    "; pass --arch opensci to write an Open-Sci model with these flags");
-    } else if (options.arch == "opensci") {
-        s.arch = Arch::OpenSci;
-    } else if (options.arch == "llama") {
-        s.arch = Arch::Llama;
-        require(!s.qk_layernorm, source, "qk_layernorm (Llama has no q/k norms; use --arch opensci)");
-    } else {
-        throw Error("--arch", "unknown architecture '" + options.arch + "' (expected auto, opensci or llama)");
-    }
+    s.arch = choose_family(s, options.arch, source).arch;
     return s;
 }
 

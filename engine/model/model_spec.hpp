@@ -11,7 +11,7 @@
 
 namespace m2h::model {
 
-enum class Arch { OpenSci, Llama };
+enum class Arch { Llama, Qwen2, Qwen3, OpenSci };
 std::string_view arch_name(Arch a);
 
 struct ModelSpec {
@@ -28,6 +28,7 @@ struct ModelSpec {
     int vpp = 1;
     bool qk_layernorm = false;
     bool linear_bias = false;   // add_bias_linear: biases on qkv, proj, fc1, fc2
+    bool qkv_bias = false;      // add_qkv_bias or add_bias_linear: biases on the fused QKV
     bool tied_embeddings = true;
     DType params_dtype = DType::F32;
     bool even_pipeline = true;  // no uneven-pipeline args: layer offsets must follow the even formula
@@ -36,7 +37,7 @@ struct ModelSpec {
 };
 
 struct ModelOptions {
-    std::string arch = "auto";                       // auto | opensci | llama
+    std::string arch = "auto";                       // auto or a family's name (llama, qwen2, qwen3, opensci)
     std::optional<std::uint64_t> num_key_value_heads; // override of the KV-head rule
 };
 

@@ -7,8 +7,9 @@ import collections
 
 Case = collections.namedtuple("Case", "writer ranks transformers negative_control")
 
-LLAMA = ["--model", "llama", "--layers", "4", "--hidden", "64", "--heads", "4", "--ffn", "128", "--vocab", "128"]
-OPENSCI = ["--model", "opensci", "--layers", "4", "--hidden", "64", "--heads", "4", "--ffn", "128", "--vocab", "128"]
+DIMS = ["--layers", "4", "--hidden", "64", "--heads", "4", "--ffn", "128", "--vocab", "128"]
+LLAMA = ["--model", "llama"] + DIMS
+OPENSCI = ["--model", "opensci"] + DIMS
 
 CASES = {
     # GQA, untied, fp32, TP 2 x PP 2; the negative controls (q/k and gate/up swapped) must fail the logits check.
@@ -22,6 +23,13 @@ CASES = {
     # Distributed optimizer: legacy parameters are views into DDP's flat buffers; optimizer in distrib_optim.pt.
     "llama_tp2_pp1_distopt_bf16": Case(LLAMA + ["--tp", "2", "--pp", "1", "--kv-heads", "2", "--dtype", "bf16",
                                                 "--distributed-optimizer"], 2, True, False),
+    # Qwen2: biases on q/k/v only (add_qkv_bias without add_bias_linear).
+    "qwen2_tp2_pp2_gqa_bf16": Case(["--model", "qwen2"] + DIMS + ["--tp", "2", "--pp", "2", "--kv-heads", "2",
+                                                               "--dtype", "bf16"], 3, True, False),
+    # Qwen3: per-head q/k norms (q_norm, k_norm), no biases, a head dim (kv_channels 32) that is not hidden / heads.
+    "qwen3_tp2_pp2_kv_channels_fp32": Case(["--model", "qwen3"] + DIMS + ["--tp", "2", "--pp", "2", "--kv-heads", "2",
+                                                                       "--kv-channels", "32", "--dtype", "fp32"],
+                                           3, True, True),
     # Open-Sci: qk-layernorm, linear and QKV biases, tied embeddings, TP 2 x PP 2.
     "opensci_tp2_pp2_bf16": Case(OPENSCI + ["--tp", "2", "--pp", "2", "--dtype", "bf16"], 4, False, True),
 }

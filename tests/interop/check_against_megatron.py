@@ -46,6 +46,11 @@ LAYER_RENAMES = {
     "mlp.linear_fc2.weight": "mlp.down_proj.weight",
     "mlp.linear_fc2.bias": "mlp.down_proj.bias",
 }
+# Qwen3 names the same per-head q/k norms q_norm / k_norm.
+QWEN3_RENAMES = {
+    "self_attention.q_layernorm.weight": "self_attn.q_norm.weight",
+    "self_attention.k_layernorm.weight": "self_attn.k_norm.weight",
+}
 GLOBAL_RENAMES = {
     "embedding.word_embeddings.weight": "model.embed_tokens.weight",
     "output_layer.weight": "lm_head.weight",
@@ -84,6 +89,8 @@ def map_layer_tensor(suffix, t, model):
             raise InputError(f"linear_fc1.{kind} has {t.shape[0]} rows, expected 2 * ffn = {2 * model['ffn']}")
         return [(f"mlp.gate_proj.{kind}", t[:model["ffn"]].contiguous()),
                 (f"mlp.up_proj.{kind}", t[model["ffn"]:].contiguous())]
+    if suffix in QWEN3_RENAMES and model["model"] == "qwen3":
+        return [(QWEN3_RENAMES[suffix], t)]
     if suffix in LAYER_RENAMES:
         return [(LAYER_RENAMES[suffix], t)]
     raise InputError(f"no HF mapping for Megatron layer tensor {suffix!r}")

@@ -13,6 +13,13 @@ ROTARY_BASE = 10000
 NORM_EPSILON = 1e-6  # not Megatron's default: a converter that drops the saved value shows in the logits
 SEQ_LENGTH = 64
 INIT_STD = 0.05
+# What each model family sets beyond Llama's layout (opensci also has add_bias_linear).
+QKV_BIAS = ("opensci", "qwen2")
+QK_LAYERNORM = ("opensci", "qwen3")
+
+
+def head_dim(a):
+    return a.kv_channels or a.hidden // a.heads
 
 
 def transformer_config(a):
@@ -20,11 +27,11 @@ def transformer_config(a):
     dtype = DTYPES[a.dtype]
     return TransformerConfig(
         num_layers=a.layers, hidden_size=a.hidden, num_attention_heads=a.heads, num_query_groups=a.kv_heads,
-        ffn_hidden_size=a.ffn, kv_channels=a.hidden // a.heads,
+        ffn_hidden_size=a.ffn, kv_channels=head_dim(a),
         tensor_model_parallel_size=a.tp, pipeline_model_parallel_size=a.pp,
         virtual_pipeline_model_parallel_size=a.vpp,
         normalization="RMSNorm", layernorm_epsilon=NORM_EPSILON, gated_linear_unit=True, activation_func=F.silu,
-        add_bias_linear=a.model == "opensci", add_qkv_bias=a.model == "opensci", qk_layernorm=a.model == "opensci",
+        add_bias_linear=a.model == "opensci", add_qkv_bias=a.model in QKV_BIAS, qk_layernorm=a.model in QK_LAYERNORM,
         params_dtype=dtype, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, pipeline_dtype=dtype,
         use_cpu_initialization=True, perform_initialization=True, init_method_std=INIT_STD,
         hidden_dropout=0.0, attention_dropout=0.0, bias_dropout_fusion=False, apply_rope_fusion=False,
@@ -38,7 +45,7 @@ def build_chunks(a, ps):
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     config = transformer_config(a)
-    spec = get_gpt_layer_local_spec(qk_layernorm=a.model == "opensci", normalization="RMSNorm")
+    spec = get_gpt_layer_local_spec(qk_layernorm=a.model in QK_LAYERNORM, normalization="RMSNorm")
     chunks = []
     for vp in range(a.vpp or 1):
         vp_stage = vp if a.vpp else None
@@ -91,7 +98,7 @@ def megatron_args(a, world):
     """Megatron's own args Namespace: megatron.training's parse_args and validate_args where the package has them."""
     flags = [
         "--num-layers", str(a.layers), "--hidden-size", str(a.hidden), "--num-attention-heads", str(a.heads),
-        "--ffn-hidden-size", str(a.ffn), "--kv-channels", str(a.hidden // a.heads),
+        "--ffn-hidden-size", str(a.ffn), "--kv-channels", str(head_dim(a)),
         "--seq-length", str(SEQ_LENGTH), "--max-position-embeddings", str(SEQ_LENGTH),
         "--tensor-model-parallel-size", str(a.tp), "--pipeline-model-parallel-size", str(a.pp),
         "--normalization", "RMSNorm", "--norm-epsilon", str(NORM_EPSILON), "--swiglu",
@@ -99,15 +106,18 @@ def megatron_args(a, world):
         "--micro-batch-size", "1", "--global-batch-size", str(max(1, world // (a.tp * a.pp))),
         "--lr", "3e-4", "--train-iters", "1000", "--tokenizer-type", "NullTokenizer", "--vocab-size", str(a.vocab),
         "--ckpt-format", "torch", "--save-interval", "100", "--transformer-impl", "local",
+        "--init-method-std", str(INIT_STD), "--attention-dropout", "0", "--hidden-dropout", "0",
     ]
     if a.kv_heads != a.heads:
         flags += ["--group-query-attention", "--num-query-groups", str(a.kv_heads)]
     if a.vpp:
         flags += ["--num-layers-per-virtual-pipeline-stage", str(a.layers // a.pp // a.vpp)]
-    if a.model == "opensci":
+    if a.model in QK_LAYERNORM:
         flags += ["--qk-layernorm"]
-    else:
+    if a.model != "opensci":
         flags += ["--disable-bias-linear"]
+    if a.model == "qwen2":
+        flags += ["--add-qkv-bias"]
     if not a.tied:
         flags += ["--untie-embeddings-and-output-weights"]
     if a.dtype == "bf16":
@@ -142,7 +152,7 @@ def namespace_without_parser(a, world):
     opensci = a.model == "opensci"
     return argparse.Namespace(
         num_layers=a.layers, hidden_size=a.hidden, num_attention_heads=a.heads, ffn_hidden_size=a.ffn,
-        kv_channels=a.hidden // a.heads, group_query_attention=a.kv_heads != a.heads,
+        kv_channels=head_dim(a), group_query_attention=a.kv_heads != a.heads,
         num_query_groups=a.kv_heads if a.kv_heads != a.heads else 1,
         seq_length=SEQ_LENGTH, max_position_embeddings=SEQ_LENGTH, padded_vocab_size=a.vocab, vocab_size=a.vocab,
         tensor_model_parallel_size=a.tp, pipeline_model_parallel_size=a.pp,
@@ -150,8 +160,8 @@ def namespace_without_parser(a, world):
         num_layers_per_virtual_pipeline_stage=a.layers // a.pp // a.vpp if a.vpp else None,
         world_size=world, data_parallel_size=world // (a.tp * a.pp), normalization="RMSNorm",
         norm_epsilon=NORM_EPSILON, swiglu=True, position_embedding_type="rope", rotary_base=ROTARY_BASE,
-        rotary_percent=1.0, rotary_interleaved=False, apply_layernorm_1p=False, qk_layernorm=opensci,
-        add_bias_linear=opensci, add_qkv_bias=opensci, untie_embeddings_and_output_weights=not a.tied,
+        rotary_percent=1.0, rotary_interleaved=False, apply_layernorm_1p=False, qk_layernorm=a.model in QK_LAYERNORM,
+        add_bias_linear=opensci, add_qkv_bias=a.model in QKV_BIAS, untie_embeddings_and_output_weights=not a.tied,
         bf16=a.dtype == "bf16", fp16=a.dtype == "fp16", params_dtype=DTYPES[a.dtype],
         use_distributed_optimizer=a.distributed_optimizer, ckpt_format="torch", tokenizer_type="NullTokenizer",
         micro_batch_size=1, global_batch_size=1, lr=3e-4, train_iters=1000, num_experts=None,

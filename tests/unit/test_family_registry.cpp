@@ -27,6 +27,7 @@ ModelSpec one_layer(Arch arch, bool bias, bool qk, bool tied) {
     s.ffn_hidden_size = 12;
     s.padded_vocab_size = 16;
     s.linear_bias = bias;
+    s.qkv_bias = bias;
     s.qk_layernorm = qk;
     s.tied_embeddings = tied;
     return s;
@@ -94,8 +95,53 @@ TEST(FamilyRegistry, OpenSciTiedWithBiasesAndQkLayernorm) {
     EXPECT_EQ(expand(one_layer(Arch::OpenSci, true, true, true)), want);
 }
 
+TEST(FamilyRegistry, Qwen2BiasesOnQkvOnly) {
+    auto s = one_layer(Arch::Qwen2, false, false, false);
+    s.qkv_bias = true;
+    const Expected want{
+        {"model.embed_tokens.weight", {16, 8}},
+        {"model.layers.0.self_attn.q_proj.weight", {8, 8}},
+        {"model.layers.0.self_attn.q_proj.bias", {8}},
+        {"model.layers.0.self_attn.k_proj.weight", {4, 8}},
+        {"model.layers.0.self_attn.k_proj.bias", {4}},
+        {"model.layers.0.self_attn.v_proj.weight", {4, 8}},
+        {"model.layers.0.self_attn.v_proj.bias", {4}},
+        {"model.layers.0.self_attn.o_proj.weight", {8, 8}},
+        {"model.layers.0.mlp.gate_proj.weight", {12, 8}},
+        {"model.layers.0.mlp.up_proj.weight", {12, 8}},
+        {"model.layers.0.mlp.down_proj.weight", {8, 12}},
+        {"model.layers.0.input_layernorm.weight", {8}},
+        {"model.layers.0.post_attention_layernorm.weight", {8}},
+        {"model.norm.weight", {8}},
+        {"lm_head.weight", {16, 8}},
+    };
+    EXPECT_EQ(expand(s), want);
+}
+
+TEST(FamilyRegistry, Qwen3QkNormsWithTheirOwnHeadDim) {
+    auto s = one_layer(Arch::Qwen3, false, true, true);
+    s.head_dim = 4;  // kv_channels, not hidden / heads
+    const Expected want{
+        {"model.embed_tokens.weight", {16, 8}},
+        {"model.layers.0.self_attn.q_proj.weight", {16, 8}},
+        {"model.layers.0.self_attn.k_proj.weight", {8, 8}},
+        {"model.layers.0.self_attn.v_proj.weight", {8, 8}},
+        {"model.layers.0.self_attn.o_proj.weight", {8, 16}},
+        {"model.layers.0.self_attn.q_norm.weight", {4}},
+        {"model.layers.0.self_attn.k_norm.weight", {4}},
+        {"model.layers.0.mlp.gate_proj.weight", {12, 8}},
+        {"model.layers.0.mlp.up_proj.weight", {12, 8}},
+        {"model.layers.0.mlp.down_proj.weight", {8, 12}},
+        {"model.layers.0.input_layernorm.weight", {8}},
+        {"model.layers.0.post_attention_layernorm.weight", {8}},
+        {"model.norm.weight", {8}},
+    };
+    EXPECT_EQ(expand(s), want);
+}
+
 TEST(FamilyRegistry, EachFamilyWritesItsArchitecture) {
-    for (const auto& [arch, name] : {std::pair{Arch::Llama, "LlamaForCausalLM"}, std::pair{Arch::OpenSci, "OpenSciForCausalLM"}}) {
+    for (const auto& [arch, name] : {std::pair{Arch::Llama, "LlamaForCausalLM"}, std::pair{Arch::OpenSci, "OpenSciForCausalLM"},
+                                     std::pair{Arch::Qwen2, "Qwen2ForCausalLM"}, std::pair{Arch::Qwen3, "Qwen3ForCausalLM"}}) {
         const auto config = hf_config(one_layer(arch, false, false, true), nlohmann::json::object(), 16, DType::BF16);
         EXPECT_EQ(config["architectures"][0], name);
         EXPECT_EQ(family_of(arch).arch, arch);

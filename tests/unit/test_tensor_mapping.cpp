@@ -275,9 +275,16 @@ TEST(ModelSpec, AutoArchAndUnsupportedFeatures) {
     args["add_bias_linear"] = false;
     args["qk_layernorm"] = false;
     EXPECT_EQ(model_spec_from_args(args, {}, "t").arch, Arch::Llama);
-    args["qk_layernorm"] = true;
-    EXPECT_THROW(model_spec_from_args(args, {}, "t"), Error);
+    args["qk_layernorm"] = true;  // q/k norms without biases: Qwen3
+    EXPECT_EQ(model_spec_from_args(args, {}, "t").arch, Arch::Qwen3);
     EXPECT_EQ(model_spec_from_args(args, {"opensci", std::nullopt}, "t").arch, Arch::OpenSci);
+    EXPECT_THROW(model_spec_from_args(args, {"llama", std::nullopt}, "t"), Error);
+    args["qk_layernorm"] = false;
+    args["add_qkv_bias"] = true;  // biases on q/k/v only: Qwen2
+    EXPECT_EQ(model_spec_from_args(args, {}, "t").arch, Arch::Qwen2);
+    EXPECT_THROW(model_spec_from_args(args, {"qwen3", std::nullopt}, "t"), Error);
+    args["add_bias_linear"] = true;  // biases everywhere, no q/k norms: Llama's attention_bias / mlp_bias
+    EXPECT_EQ(model_spec_from_args(args, {}, "t").arch, Arch::Llama);
     for (const auto& [k, v] : std::vector<std::pair<std::string, nlohmann::json>>{
              {"normalization", "LayerNorm"}, {"swiglu", false}, {"position_embedding_type", "learned_absolute"},
              {"num_experts", 8}, {"rotary_interleaved", true}, {"apply_layernorm_1p", true},

@@ -5,6 +5,8 @@
 namespace m2h::model {
 
 const Family& llama_family();
+const Family& qwen2_family();
+const Family& qwen3_family();
 const Family& opensci_family();
 
 }  // namespace m2h::model

@@ -17,14 +17,15 @@ inline constexpr std::array kEmbedding{
     TensorRule{"embedding.word_embeddings.weight", Dim0, {Vocab, Hidden}, "model.embed_tokens.weight", VocabRows},
 };
 
-// Fused QKV split per query group into q/k/v, then the output projection; weights before biases.
+// Fused QKV split per query group into q/k/v, then the output projection; weights before biases. The q/k/v biases
+// come with add_qkv_bias or add_bias_linear, o_proj's with add_bias_linear only.
 inline constexpr std::array kAttention{
     TensorRule{"decoder.layers.*.self_attention.linear_qkv.weight", Dim0, {Qkv, Hidden}, "model.layers.*.self_attn.q_proj.weight", Query},
-    TensorRule{"decoder.layers.*.self_attention.linear_qkv.bias", Dim0, {Qkv}, "model.layers.*.self_attn.q_proj.bias", Query, LinearBias},
+    TensorRule{"decoder.layers.*.self_attention.linear_qkv.bias", Dim0, {Qkv}, "model.layers.*.self_attn.q_proj.bias", Query, QkvBias},
     TensorRule{"decoder.layers.*.self_attention.linear_qkv.weight", Dim0, {Qkv, Hidden}, "model.layers.*.self_attn.k_proj.weight", Key},
-    TensorRule{"decoder.layers.*.self_attention.linear_qkv.bias", Dim0, {Qkv}, "model.layers.*.self_attn.k_proj.bias", Key, LinearBias},
+    TensorRule{"decoder.layers.*.self_attention.linear_qkv.bias", Dim0, {Qkv}, "model.layers.*.self_attn.k_proj.bias", Key, QkvBias},
     TensorRule{"decoder.layers.*.self_attention.linear_qkv.weight", Dim0, {Qkv, Hidden}, "model.layers.*.self_attn.v_proj.weight", Value},
-    TensorRule{"decoder.layers.*.self_attention.linear_qkv.bias", Dim0, {Qkv}, "model.layers.*.self_attn.v_proj.bias", Value, LinearBias},
+    TensorRule{"decoder.layers.*.self_attention.linear_qkv.bias", Dim0, {Qkv}, "model.layers.*.self_attn.v_proj.bias", Value, QkvBias},
     TensorRule{"decoder.layers.*.self_attention.linear_proj.weight", Dim1, {Hidden, AttentionOut}, "model.layers.*.self_attn.o_proj.weight"},
     TensorRule{"decoder.layers.*.self_attention.linear_proj.bias", Replicated, {Hidden}, "model.layers.*.self_attn.o_proj.bias", Whole, LinearBias},
 };
@@ -36,6 +37,12 @@ inline constexpr std::array kQkLayernorm{
 };
 
 // SwiGLU: fc1 is the global [gate; up].
+// Qwen3's names for the same per-head q/k RMSNorm.
+inline constexpr std::array kQkNorm{
+    TensorRule{"decoder.layers.*.self_attention.q_layernorm.weight", Replicated, {HeadDim}, "model.layers.*.self_attn.q_norm.weight", Whole, QkLayernorm},
+    TensorRule{"decoder.layers.*.self_attention.k_layernorm.weight", Replicated, {HeadDim}, "model.layers.*.self_attn.k_norm.weight", Whole, QkLayernorm},
+};
+
 inline constexpr std::array kSwiGluMlp{
     TensorRule{"decoder.layers.*.mlp.linear_fc1.weight", Gated, {GatedFfn, Hidden}, "model.layers.*.mlp.gate_proj.weight", Gate},
     TensorRule{"decoder.layers.*.mlp.linear_fc1.bias", Gated, {GatedFfn}, "model.layers.*.mlp.gate_proj.bias", Gate, LinearBias},

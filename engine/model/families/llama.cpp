@@ -1,5 +1,5 @@
-// Llama (LlamaForCausalLM): RMSNorm, SwiGLU, RoPE, GQA; biases when Megatron trained with them
-// (attention_bias / mlp_bias), tied or untied embeddings.
+// Llama (LlamaForCausalLM): RMSNorm, SwiGLU, RoPE, GQA; with add_bias_linear, biases on q/k/v/o and on
+// gate/up/down (attention_bias / mlp_bias); tied or untied embeddings.
 #include "model/families/gpt_blocks.hpp"
 #include "model/families/families.hpp"
 
@@ -17,10 +17,16 @@ void config(const ModelSpec&, nlohmann::json& c) {
     c["model_type"] = "llama";
 }
 
+std::string refuses(const ModelSpec& s) {
+    if (s.qk_layernorm) return "qk_layernorm (Llama has no q/k norms: qwen3 or opensci have)";
+    if (s.qkv_bias != s.linear_bias) return "add_qkv_bias without add_bias_linear (biases on q/k/v only: qwen2)";
+    return {};
+}
+
 }  // namespace
 
 const Family& llama_family() {
-    static const Family family{Arch::Llama, "llama", kTensors, config};
+    static const Family family{Arch::Llama, "llama", kTensors, config, refuses};
     return family;
 }
 

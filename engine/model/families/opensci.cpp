@@ -23,10 +23,15 @@ void config(const ModelSpec& s, nlohmann::json& c) {
     c["qk_layernorm"] = s.qk_layernorm;
 }
 
+std::string refuses(const ModelSpec& s) {
+    if (s.qkv_bias != s.linear_bias) return "add_qkv_bias without add_bias_linear (biases on q/k/v only: qwen2)";
+    return {};
+}
+
 }  // namespace
 
 const Family& opensci_family() {
-    static const Family family{Arch::OpenSci, "opensci", kTensors, config};
+    static const Family family{Arch::OpenSci, "opensci", kTensors, config, refuses};
     return family;
 }
 
