@@ -21,6 +21,8 @@ using plan::SourceTensor;
 std::string_view canonical_suffix(std::string_view suffix) {
     if (suffix == "input_layernorm.weight") return "self_attention.linear_qkv.layer_norm_weight";
     if (suffix == "pre_mlp_layernorm.weight") return "mlp.linear_fc1.layer_norm_weight";
+    if (suffix == "input_layernorm.bias") return "self_attention.linear_qkv.layer_norm_bias";
+    if (suffix == "pre_mlp_layernorm.bias") return "mlp.linear_fc1.layer_norm_bias";
     return suffix;
 }
 
@@ -33,6 +35,7 @@ std::optional<std::pair<std::string, Split>> layer_suffix(const ModelSpec& s, st
 
 std::optional<std::pair<std::string, Split>> global_key(const ModelSpec& s, std::string_view key) {
     if (key == "decoder.final_norm.weight") key = "decoder.final_layernorm.weight";
+    if (key == "decoder.final_norm.bias") key = "decoder.final_layernorm.bias";
     const auto* rule = key.starts_with(kLayerPrefix) ? nullptr : rule_for(family_of(s.arch), key);
     if (!rule) return std::nullopt;
     return std::pair{std::string(key), rule->split};

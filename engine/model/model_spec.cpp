@@ -82,12 +82,19 @@ ModelSpec model_spec_from_args(const json& args, const ModelOptions& options, co
                 std::to_string(s.num_query_groups) + " query groups");
     if (const json* v = arg(args, "position_embedding_type"))
         require(*v == "rope", source, "position_embedding_type " + v->dump() + " (only rope maps to HF)");
-    if (const json* v = arg(args, "normalization"))
-        require(*v == "RMSNorm", source, "normalization " + v->dump() + " (only RMSNorm maps to HF)");
-    require(flag(args, "swiglu"), source, "a non-gated MLP (swiglu is off)");
+    if (const json* v = arg(args, "normalization")) {
+        require(*v == "RMSNorm" || *v == "LayerNorm", source, "normalization " + v->dump());
+        s.norm = *v == "LayerNorm" ? Norm::LayerNorm : Norm::RMSNorm;
+    }
+    s.activation = flag(args, "swiglu") ? Activation::SwiGLU
+                   : flag(args, "squared_relu") || flag(args, "openai_gelu") || flag(args, "quick_geglu")
+                       ? Activation::Other
+                       : Activation::GeLU;
     require(!flag(args, "rotary_interleaved"), source, "rotary_interleaved");
-    if (const json* v = arg(args, "rotary_percent"))
-        require(v->get<double>() == 1.0, source, "rotary_percent " + v->dump() + " (partial rotary)");
+    if (const json* v = arg(args, "rotary_percent")) {
+        require(v->is_number() && v->get<double>() > 0 && v->get<double>() <= 1, source, "rotary_percent " + v->dump());
+        s.rotary_percent = v->get<double>();
+    }
     // The older and the newer (megatron-core 0.19's parser) names of one flag: Megatron then applies (1 + w),
     // which HF norms do not.
     require(!flag(args, "apply_layernorm_1p"), source, "apply_layernorm_1p (zero-centred norm weights)");

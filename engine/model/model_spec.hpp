@@ -11,7 +11,10 @@
 
 namespace m2h::model {
 
-enum class Arch { Llama, Qwen2, Qwen3, OpenSci };
+enum class Arch { Llama, Qwen2, Qwen3, OpenSci, GptNeoX };
+enum class Norm { RMSNorm, LayerNorm };
+// SwiGLU (swiglu), plain GeLU (Megatron's default activation without swiglu), or another activation.
+enum class Activation { SwiGLU, GeLU, Other };
 std::string_view arch_name(Arch a);
 
 struct ModelSpec {
@@ -26,6 +29,9 @@ struct ModelSpec {
     int tp = 1;
     int pp = 1;
     int vpp = 1;
+    Norm norm = Norm::RMSNorm;
+    Activation activation = Activation::SwiGLU;
+    double rotary_percent = 1.0;  // the share of each head's dims that RoPE rotates
     bool qk_layernorm = false;
     bool linear_bias = false;   // add_bias_linear: biases on qkv, proj, fc1, fc2
     bool qkv_bias = false;      // add_qkv_bias or add_bias_linear: biases on the fused QKV

@@ -5,7 +5,8 @@ Megatron's global weights and with the project's own forward pass."""
 
 import collections
 
-Case = collections.namedtuple("Case", "writer ranks transformers negative_control")
+# project_check: also bit-exact against Megatron's weights and the project's own forward pass (Llama-style names).
+Case = collections.namedtuple("Case", "writer ranks transformers negative_control project_check", defaults=(True,))
 
 DIMS = ["--layers", "4", "--hidden", "64", "--heads", "4", "--ffn", "128", "--vocab", "128"]
 LLAMA = ["--model", "llama"] + DIMS
@@ -30,6 +31,10 @@ CASES = {
     "qwen3_tp2_pp2_kv_channels_fp32": Case(["--model", "qwen3"] + DIMS + ["--tp", "2", "--pp", "2", "--kv-heads", "2",
                                                                        "--kv-channels", "32", "--dtype", "fp32"],
                                            3, True, True),
+    # GPT-NeoX, the classic recipe: LayerNorm with bias, plain GeLU MLP, biases, rotary on half of each head.
+    "gptneox_tp2_pp2_rotary_half_fp32": Case(["--model", "gptneox"] + DIMS + ["--tp", "2", "--pp", "2",
+                                                                          "--rotary-percent", "0.5", "--dtype", "fp32"],
+                                             3, True, False, False),
     # Open-Sci: qk-layernorm, linear and QKV biases, tied embeddings, TP 2 x PP 2.
     "opensci_tp2_pp2_bf16": Case(OPENSCI + ["--tp", "2", "--pp", "2", "--dtype", "bf16"], 4, False, True),
 }

@@ -13,9 +13,16 @@ ROTARY_BASE = 10000
 NORM_EPSILON = 1e-6  # not Megatron's default: a converter that drops the saved value shows in the logits
 SEQ_LENGTH = 64
 INIT_STD = 0.05
-# What each model family sets beyond Llama's layout (opensci also has add_bias_linear).
-QKV_BIAS = ("opensci", "qwen2")
+# What each model family sets beyond Llama's layout.
+QKV_BIAS = ("opensci", "qwen2", "gptneox")
 QK_LAYERNORM = ("opensci", "qwen3")
+LINEAR_BIAS = ("opensci", "gptneox")
+# GPT-NeoX is the classic Megatron GPT recipe: LayerNorm, a plain GeLU MLP, biases, partial rotary.
+CLASSIC = ("gptneox",)
+
+
+def normalization(a):
+    return "LayerNorm" if a.model in CLASSIC else "RMSNorm"
 
 
 def head_dim(a):
@@ -30,8 +37,9 @@ def transformer_config(a):
         ffn_hidden_size=a.ffn, kv_channels=head_dim(a),
         tensor_model_parallel_size=a.tp, pipeline_model_parallel_size=a.pp,
         virtual_pipeline_model_parallel_size=a.vpp,
-        normalization="RMSNorm", layernorm_epsilon=NORM_EPSILON, gated_linear_unit=True, activation_func=F.silu,
-        add_bias_linear=a.model == "opensci", add_qkv_bias=a.model in QKV_BIAS, qk_layernorm=a.model in QK_LAYERNORM,
+        normalization=normalization(a), layernorm_epsilon=NORM_EPSILON, gated_linear_unit=a.model not in CLASSIC,
+        activation_func=F.gelu if a.model in CLASSIC else F.silu, add_bias_linear=a.model in LINEAR_BIAS,
+        add_qkv_bias=a.model in QKV_BIAS, qk_layernorm=a.model in QK_LAYERNORM,
         params_dtype=dtype, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, pipeline_dtype=dtype,
         use_cpu_initialization=True, perform_initialization=True, init_method_std=INIT_STD,
         hidden_dropout=0.0, attention_dropout=0.0, bias_dropout_fusion=False, apply_rope_fusion=False,
@@ -45,7 +53,7 @@ def build_chunks(a, ps):
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     config = transformer_config(a)
-    spec = get_gpt_layer_local_spec(qk_layernorm=a.model in QK_LAYERNORM, normalization="RMSNorm")
+    spec = get_gpt_layer_local_spec(qk_layernorm=a.model in QK_LAYERNORM, normalization=normalization(a))
     chunks = []
     for vp in range(a.vpp or 1):
         vp_stage = vp if a.vpp else None
@@ -55,7 +63,7 @@ def build_chunks(a, ps):
             pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
             post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
             parallel_output=False, share_embeddings_and_output_weights=a.tied, position_embedding_type="rope",
-            rotary_base=ROTARY_BASE, vp_stage=vp_stage)
+            rotary_base=ROTARY_BASE, rotary_percent=a.rotary_percent, vp_stage=vp_stage)
         perturb_replicated(model, a.seed)
         if config.bf16 or config.fp16:
             # As megatron.training's get_model: the whole chunk in the training dtype, norms included.
@@ -101,8 +109,8 @@ def megatron_args(a, world):
         "--ffn-hidden-size", str(a.ffn), "--kv-channels", str(head_dim(a)),
         "--seq-length", str(SEQ_LENGTH), "--max-position-embeddings", str(SEQ_LENGTH),
         "--tensor-model-parallel-size", str(a.tp), "--pipeline-model-parallel-size", str(a.pp),
-        "--normalization", "RMSNorm", "--norm-epsilon", str(NORM_EPSILON), "--swiglu",
-        "--position-embedding-type", "rope", "--rotary-base", str(ROTARY_BASE),
+        "--normalization", normalization(a), "--norm-epsilon", str(NORM_EPSILON),
+        "--position-embedding-type", "rope", "--rotary-base", str(ROTARY_BASE), "--rotary-percent", str(a.rotary_percent),
         "--micro-batch-size", "1", "--global-batch-size", str(max(1, world // (a.tp * a.pp))),
         "--lr", "3e-4", "--train-iters", "1000", "--tokenizer-type", "NullTokenizer", "--vocab-size", str(a.vocab),
         "--ckpt-format", "torch", "--save-interval", "100", "--transformer-impl", "local",
@@ -112,9 +120,11 @@ def megatron_args(a, world):
         flags += ["--group-query-attention", "--num-query-groups", str(a.kv_heads)]
     if a.vpp:
         flags += ["--num-layers-per-virtual-pipeline-stage", str(a.layers // a.pp // a.vpp)]
+    if a.model not in CLASSIC:
+        flags += ["--swiglu"]
     if a.model in QK_LAYERNORM:
         flags += ["--qk-layernorm"]
-    if a.model != "opensci":
+    if a.model not in LINEAR_BIAS:
         flags += ["--disable-bias-linear"]
     if a.model == "qwen2":
         flags += ["--add-qkv-bias"]
@@ -149,7 +159,6 @@ def megatron_args(a, world):
 def namespace_without_parser(a, world):
     """For megatron-core wheels without megatron.training: the fields a training run's Namespace carries for
     this model, with the values Megatron's parser and validate_args would give them."""
-    opensci = a.model == "opensci"
     return argparse.Namespace(
         num_layers=a.layers, hidden_size=a.hidden, num_attention_heads=a.heads, ffn_hidden_size=a.ffn,
         kv_channels=head_dim(a), group_query_attention=a.kv_heads != a.heads,
@@ -158,10 +167,10 @@ def namespace_without_parser(a, world):
         tensor_model_parallel_size=a.tp, pipeline_model_parallel_size=a.pp,
         virtual_pipeline_model_parallel_size=a.vpp,
         num_layers_per_virtual_pipeline_stage=a.layers // a.pp // a.vpp if a.vpp else None,
-        world_size=world, data_parallel_size=world // (a.tp * a.pp), normalization="RMSNorm",
-        norm_epsilon=NORM_EPSILON, swiglu=True, position_embedding_type="rope", rotary_base=ROTARY_BASE,
-        rotary_percent=1.0, rotary_interleaved=False, apply_layernorm_1p=False, qk_layernorm=a.model in QK_LAYERNORM,
-        add_bias_linear=opensci, add_qkv_bias=a.model in QKV_BIAS, untie_embeddings_and_output_weights=not a.tied,
+        world_size=world, data_parallel_size=world // (a.tp * a.pp), normalization=normalization(a),
+        norm_epsilon=NORM_EPSILON, swiglu=a.model not in CLASSIC, position_embedding_type="rope",
+        rotary_base=ROTARY_BASE, rotary_percent=a.rotary_percent, rotary_interleaved=False, apply_layernorm_1p=False, qk_layernorm=a.model in QK_LAYERNORM,
+        add_bias_linear=a.model in LINEAR_BIAS, add_qkv_bias=a.model in QKV_BIAS, untie_embeddings_and_output_weights=not a.tied,
         bf16=a.dtype == "bf16", fp16=a.dtype == "fp16", params_dtype=DTYPES[a.dtype],
         use_distributed_optimizer=a.distributed_optimizer, ckpt_format="torch", tokenizer_type="NullTokenizer",
         micro_batch_size=1, global_batch_size=1, lr=3e-4, train_iters=1000, num_experts=None,

@@ -139,9 +139,40 @@ TEST(FamilyRegistry, Qwen3QkNormsWithTheirOwnHeadDim) {
     EXPECT_EQ(expand(s), want);
 }
 
+TEST(FamilyRegistry, GptNeoXClassicRecipe) {
+    auto s = one_layer(Arch::GptNeoX, true, false, false);
+    s.num_query_groups = s.num_heads;
+    s.norm = Norm::LayerNorm;
+    s.activation = Activation::GeLU;
+    const Expected want{
+        {"gpt_neox.embed_in.weight", {16, 8}},
+        {"gpt_neox.layers.0.input_layernorm.weight", {8}},
+        {"gpt_neox.layers.0.input_layernorm.bias", {8}},
+        {"gpt_neox.layers.0.post_attention_layernorm.weight", {8}},
+        {"gpt_neox.layers.0.post_attention_layernorm.bias", {8}},
+        {"gpt_neox.layers.0.attention.query_key_value.weight", {24, 8}},
+        {"gpt_neox.layers.0.attention.query_key_value.bias", {24}},
+        {"gpt_neox.layers.0.attention.dense.weight", {8, 8}},
+        {"gpt_neox.layers.0.attention.dense.bias", {8}},
+        {"gpt_neox.layers.0.mlp.dense_h_to_4h.weight", {12, 8}},
+        {"gpt_neox.layers.0.mlp.dense_h_to_4h.bias", {12}},
+        {"gpt_neox.layers.0.mlp.dense_4h_to_h.weight", {8, 12}},
+        {"gpt_neox.layers.0.mlp.dense_4h_to_h.bias", {8}},
+        {"gpt_neox.final_layer_norm.weight", {8}},
+        {"gpt_neox.final_layer_norm.bias", {8}},
+        {"embed_out.weight", {16, 8}},
+    };
+    EXPECT_EQ(expand(s), want);
+    EXPECT_EQ(family_of(Arch::GptNeoX).refuses(s), "");
+    s.num_query_groups = 2;
+    EXPECT_NE(family_of(Arch::GptNeoX).refuses(s), "");  // GPT-NeoX has no grouped-query attention
+    EXPECT_NE(family_of(Arch::Llama).refuses(s), "");     // nor Llama a LayerNorm
+}
+
 TEST(FamilyRegistry, EachFamilyWritesItsArchitecture) {
     for (const auto& [arch, name] : {std::pair{Arch::Llama, "LlamaForCausalLM"}, std::pair{Arch::OpenSci, "OpenSciForCausalLM"},
-                                     std::pair{Arch::Qwen2, "Qwen2ForCausalLM"}, std::pair{Arch::Qwen3, "Qwen3ForCausalLM"}}) {
+                                     std::pair{Arch::Qwen2, "Qwen2ForCausalLM"}, std::pair{Arch::Qwen3, "Qwen3ForCausalLM"},
+                                     std::pair{Arch::GptNeoX, "GPTNeoXForCausalLM"}}) {
         const auto config = hf_config(one_layer(arch, false, false, true), nlohmann::json::object(), 16, DType::BF16);
         EXPECT_EQ(config["architectures"][0], name);
         EXPECT_EQ(family_of(arch).arch, arch);

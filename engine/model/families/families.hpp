@@ -8,5 +8,6 @@ const Family& llama_family();
 const Family& qwen2_family();
 const Family& qwen3_family();
 const Family& opensci_family();
+const Family& gptneox_family();
 
 }  // namespace m2h::model

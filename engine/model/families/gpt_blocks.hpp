@@ -3,6 +3,7 @@
 // Megatron side: global shapes in the model's sizes and how TP cuts them; HF side: the Llama naming that the
 // Llama-derived families share.
 #include <array>
+#include <string>
 
 #include "model/family.hpp"
 
@@ -62,5 +63,13 @@ inline constexpr std::array kFinal{
     TensorRule{"decoder.final_layernorm.weight", Replicated, {Hidden}, "model.norm.weight"},
     TensorRule{"output_layer.weight", Dim0, {Vocab, Hidden}, "lm_head.weight", VocabRows, Untied},
 };
+
+// What the Llama-derived HF classes hard-wire: RMSNorm, SwiGLU, RoPE over whole heads. Empty when the model has it.
+inline std::string llama_layout_refusal(const ModelSpec& s) {
+    if (s.norm != Norm::RMSNorm) return "normalization LayerNorm (this class has RMSNorm)";
+    if (s.activation != Activation::SwiGLU) return "a non-gated MLP (swiglu is off; this class has SwiGLU)";
+    if (s.rotary_percent != 1.0) return "rotary_percent " + std::to_string(s.rotary_percent) + " (partial rotary)";
+    return {};
+}
 
 }  // namespace m2h::model::blocks

@@ -18,6 +18,7 @@ void config(const ModelSpec&, nlohmann::json& c) {
 }
 
 std::string refuses(const ModelSpec& s) {
+    if (auto why = blocks::llama_layout_refusal(s); !why.empty()) return why;
     if (s.qk_layernorm) return "qk_layernorm (Llama has no q/k norms: qwen3 or opensci have)";
     if (s.qkv_bias != s.linear_bias) return "add_qkv_bias without add_bias_linear (biases on q/k/v only: qwen2)";
     return {};

@@ -24,6 +24,7 @@ void config(const ModelSpec& s, nlohmann::json& c) {
 }
 
 std::string refuses(const ModelSpec& s) {
+    if (auto why = blocks::llama_layout_refusal(s); !why.empty()) return why;
     if (s.qkv_bias != s.linear_bias) return "add_qkv_bias without add_bias_linear (biases on q/k/v only: qwen2)";
     return {};
 }

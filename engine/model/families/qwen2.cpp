@@ -16,6 +16,7 @@ void config(const ModelSpec& s, nlohmann::json& c) {
 }
 
 std::string refuses(const ModelSpec& s) {
+    if (auto why = blocks::llama_layout_refusal(s); !why.empty()) return why;
     if (s.qk_layernorm) return "qk_layernorm (Qwen2 has no q/k norms: qwen3 has)";
     if (s.linear_bias) return "add_bias_linear (Qwen2 has biases on q/k/v only)";
     if (!s.qkv_bias) return "no q/k/v biases (that is llama)";

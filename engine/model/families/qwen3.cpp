@@ -17,6 +17,7 @@ void config(const ModelSpec& s, nlohmann::json& c) {
 }
 
 std::string refuses(const ModelSpec& s) {
+    if (auto why = blocks::llama_layout_refusal(s); !why.empty()) return why;
     if (!s.qk_layernorm) return "no qk_layernorm (Qwen3 normalises q and k per head)";
     if (s.linear_bias || s.qkv_bias) return "linear or q/k/v biases (Qwen3 has none)";
     return {};
