@@ -5,8 +5,8 @@
 namespace m2h::model {
 
 std::span<const Family* const> families() {
-    static const std::array<const Family*, 5> all{&llama_family(), &qwen2_family(), &qwen3_family(), &opensci_family(),
-                                                  &gptneox_family()};
+    static const std::array<const Family*, 6> all{&llama_family(), &mistral_family(), &qwen2_family(),
+                                                  &qwen3_family(), &opensci_family(), &gptneox_family()};
     return all;
 }
 

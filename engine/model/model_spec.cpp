@@ -103,7 +103,13 @@ ModelSpec model_spec_from_args(const json& args, const ModelOptions& options, co
     require(!flag(args, "qk_l2_norm"), source, "qk_l2_norm");
     require(!arg(args, "no_rope_freq"), source, "no_rope_freq (layers without RoPE)");
     if (const json* v = arg(args, "rope_type")) require(*v == "rope", source, "rope_type " + v->dump());
-    require(!arg(args, "window_size"), source, "window_size (sliding-window attention)");
+    if (const json* w = arg(args, "window_size")) {
+        // Megatron's (left, right) window; a causal model has right 0. Every layer must have it.
+        require(w->is_array() && w->size() == 2 && (*w)[0].is_number_integer() && (*w)[0] >= 0 && (*w)[1] == 0, source,
+                "window_size " + w->dump() + " (only (N, 0) maps to HF)");
+        require(!arg(args, "window_attn_skip_freq"), source, "window_attn_skip_freq (sliding windows on some layers)");
+        s.window = (*w)[0].get<std::uint64_t>();
+    }
     require(!flag(args, "multi_latent_attention"), source, "multi_latent_attention");
     require(!flag(args, "attention_output_gate"), source, "attention_output_gate");
     if (const json* v = arg(args, "num_experts")) require(*v == 0, source, "mixture of experts (num_experts)");

@@ -11,7 +11,7 @@
 
 namespace m2h::model {
 
-enum class Arch { Llama, Qwen2, Qwen3, OpenSci, GptNeoX };
+enum class Arch { Llama, Mistral, Qwen2, Qwen3, OpenSci, GptNeoX };
 enum class Norm { RMSNorm, LayerNorm };
 // SwiGLU (swiglu), plain GeLU (Megatron's default activation without swiglu), or another activation.
 enum class Activation { SwiGLU, GeLU, Other };
@@ -32,6 +32,7 @@ struct ModelSpec {
     Norm norm = Norm::RMSNorm;
     Activation activation = Activation::SwiGLU;
     double rotary_percent = 1.0;  // the share of each head's dims that RoPE rotates
+    std::optional<std::uint64_t> window;  // sliding-window attention: keys up to `window` positions back
     bool qk_layernorm = false;
     bool linear_bias = false;   // add_bias_linear: biases on qkv, proj, fc1, fc2
     bool qkv_bias = false;      // add_qkv_bias or add_bias_linear: biases on the fused QKV

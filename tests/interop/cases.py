@@ -5,8 +5,10 @@ Megatron's global weights and with the project's own forward pass."""
 
 import collections
 
-# project_check: also bit-exact against Megatron's weights and the project's own forward pass (Llama-style names).
-Case = collections.namedtuple("Case", "writer ranks transformers negative_control project_check", defaults=(True,))
+# project_check: also bit-exact against Megatron's weights and the project's own forward pass (Llama-style names,
+# full causal attention). since: the first megatron-core release that builds the model with the local layer spec.
+Case = collections.namedtuple("Case", "writer ranks transformers negative_control project_check since",
+                              defaults=(True, None))
 
 DIMS = ["--layers", "4", "--hidden", "64", "--heads", "4", "--ffn", "128", "--vocab", "128"]
 LLAMA = ["--model", "llama"] + DIMS
@@ -24,6 +26,11 @@ CASES = {
     # Distributed optimizer: legacy parameters are views into DDP's flat buffers; optimizer in distrib_optim.pt.
     "llama_tp2_pp1_distopt_bf16": Case(LLAMA + ["--tp", "2", "--pp", "1", "--kv-heads", "2", "--dtype", "bf16",
                                                 "--distributed-optimizer"], 2, True, False),
+    # Mistral: sliding-window attention (window_size (4, 0): a query sees itself and 4 earlier keys; HF counts 5).
+    # The local layer spec has sliding windows from megatron-core 0.15.
+    "mistral_tp2_pp1_window4_fp32": Case(["--model", "mistral"] + DIMS + ["--tp", "2", "--pp", "1", "--kv-heads", "2",
+                                                                       "--window", "4", "--dtype", "fp32"],
+                                         2, True, False, False, "0.15"),
     # Qwen2: biases on q/k/v only (add_qkv_bias without add_bias_linear).
     "qwen2_tp2_pp2_gqa_bf16": Case(["--model", "qwen2"] + DIMS + ["--tp", "2", "--pp", "2", "--kv-heads", "2",
                                                                "--dtype", "bf16"], 3, True, False),

@@ -25,6 +25,7 @@ def patch():
     _redirect_cuda_device(torch, "empty")
     _redirect_cuda_device(torch, "empty_like")
     _redirect_cuda_device(torch, "zeros")
+    _redirect_cuda_device(torch, "ones")  # the sliding-window mask
 
 
 def _redirect_cuda_device(module, name):

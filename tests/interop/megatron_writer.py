@@ -49,7 +49,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, type=pathlib.Path)
-    p.add_argument("--model", choices=["llama", "qwen2", "qwen3", "opensci", "gptneox"], default="llama")
+    p.add_argument("--model", choices=["llama", "mistral", "qwen2", "qwen3", "opensci", "gptneox"], default="llama")
     p.add_argument("--tp", type=int, default=1)
     p.add_argument("--pp", type=int, default=1)
     p.add_argument("--vpp", type=int, default=None, help="virtual pipeline stages per pipeline rank")
@@ -60,6 +60,7 @@ def parse(argv=None):
     p.add_argument("--ffn", type=int, default=128)
     p.add_argument("--kv-channels", type=int, default=None, help="head dim; default hidden / heads")
     p.add_argument("--rotary-percent", type=float, default=1.0)
+    p.add_argument("--window", type=int, default=None, help="sliding-window attention over N earlier keys")
     p.add_argument("--vocab", type=int, default=128, help="padded vocabulary size")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     tie = p.add_mutually_exclusive_group()

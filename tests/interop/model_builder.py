@@ -44,7 +44,7 @@ def transformer_config(a):
         use_cpu_initialization=True, perform_initialization=True, init_method_std=INIT_STD,
         hidden_dropout=0.0, attention_dropout=0.0, bias_dropout_fusion=False, apply_rope_fusion=False,
         masked_softmax_fusion=False, gradient_accumulation_fusion=False, persist_layer_norm=False,
-        sequence_parallel=False,
+        sequence_parallel=False, window_size=(a.window, 0) if a.window else None,
     )
 
 
@@ -122,6 +122,8 @@ def megatron_args(a, world):
         flags += ["--num-layers-per-virtual-pipeline-stage", str(a.layers // a.pp // a.vpp)]
     if a.model not in CLASSIC:
         flags += ["--swiglu"]
+    if a.window:
+        flags += ["--window-size", f"{a.window},0"]
     if a.model in QK_LAYERNORM:
         flags += ["--qk-layernorm"]
     if a.model not in LINEAR_BIAS:
@@ -175,5 +177,5 @@ def namespace_without_parser(a, world):
         use_distributed_optimizer=a.distributed_optimizer, ckpt_format="torch", tokenizer_type="NullTokenizer",
         micro_batch_size=1, global_batch_size=1, lr=3e-4, train_iters=1000, num_experts=None,
         multi_latent_attention=False, init_method_std=INIT_STD, hidden_dropout=0.0, attention_dropout=0.0,
-        transformer_impl="local",
+        transformer_impl="local", window_size=(a.window, 0) if a.window else None,
     )

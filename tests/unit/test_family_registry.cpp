@@ -169,6 +169,17 @@ TEST(FamilyRegistry, GptNeoXClassicRecipe) {
     EXPECT_NE(family_of(Arch::Llama).refuses(s), "");     // nor Llama a LayerNorm
 }
 
+TEST(FamilyRegistry, MistralIsLlamaWithASlidingWindow) {
+    auto s = one_layer(Arch::Mistral, false, false, false);
+    EXPECT_NE(family_of(Arch::Mistral).refuses(s), "");  // no window: that is Llama
+    s.window = 4;
+    EXPECT_EQ(family_of(Arch::Mistral).refuses(s), "");
+    EXPECT_NE(family_of(Arch::Llama).refuses(s), "");
+    EXPECT_EQ(expand(s), expand(one_layer(Arch::Llama, false, false, false)));
+    // Megatron's (4, 0) shows a query itself and 4 earlier keys; HF's sliding_window counts the query too.
+    EXPECT_EQ(hf_config(s, nlohmann::json::object(), 16, DType::F32)["sliding_window"], 5);
+}
+
 TEST(FamilyRegistry, EachFamilyWritesItsArchitecture) {
     for (const auto& [arch, name] : {std::pair{Arch::Llama, "LlamaForCausalLM"}, std::pair{Arch::OpenSci, "OpenSciForCausalLM"},
                                      std::pair{Arch::Qwen2, "Qwen2ForCausalLM"}, std::pair{Arch::Qwen3, "Qwen3ForCausalLM"},

@@ -285,6 +285,13 @@ TEST(ModelSpec, AutoArchAndUnsupportedFeatures) {
     EXPECT_THROW(model_spec_from_args(args, {"qwen3", std::nullopt}, "t"), Error);
     args["add_bias_linear"] = true;  // biases everywhere, no q/k norms: Llama's attention_bias / mlp_bias
     EXPECT_EQ(model_spec_from_args(args, {}, "t").arch, Arch::Llama);
+    args["add_bias_linear"] = false;
+    args["add_qkv_bias"] = false;
+    args["window_size"] = {4, 0};  // as Megatron pickles the tuple
+    EXPECT_EQ(model_spec_from_args(args, {}, "t").arch, Arch::Mistral);
+    EXPECT_EQ(*model_spec_from_args(args, {}, "t").window, 4u);
+    args["window_attn_skip_freq"] = 2;  // windows on some layers only
+    EXPECT_THROW(model_spec_from_args(args, {}, "t"), Error);
     for (const auto& [k, v] : std::vector<std::pair<std::string, nlohmann::json>>{
              {"normalization", "LayerNorm"}, {"swiglu", false}, {"position_embedding_type", "learned_absolute"},
              {"num_experts", 8}, {"rotary_interleaved", true}, {"apply_layernorm_1p", true},

@@ -5,6 +5,7 @@
 namespace m2h::model {
 
 const Family& llama_family();
+const Family& mistral_family();
 const Family& qwen2_family();
 const Family& qwen3_family();
 const Family& opensci_family();

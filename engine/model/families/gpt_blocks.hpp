@@ -69,6 +69,7 @@ inline std::string llama_layout_refusal(const ModelSpec& s) {
     if (s.norm != Norm::RMSNorm) return "normalization LayerNorm (this class has RMSNorm)";
     if (s.activation != Activation::SwiGLU) return "a non-gated MLP (swiglu is off; this class has SwiGLU)";
     if (s.rotary_percent != 1.0) return "rotary_percent " + std::to_string(s.rotary_percent) + " (partial rotary)";
+    if (s.window) return "window_size (sliding-window attention: mistral)";
     return {};
 }
 

@@ -52,6 +52,7 @@ std::string refuses(const ModelSpec& s) {
     if (s.activation != Activation::GeLU) return "an MLP that is not a plain GeLU";
     if (!s.linear_bias) return "no linear biases (GPT-NeoX has them everywhere)";
     if (s.qk_layernorm) return "qk_layernorm";
+    if (s.window) return "window_size (sliding-window attention)";
     if (s.num_query_groups != s.num_heads) return "grouped-query attention (GPT-NeoX is multi-head)";
     if (s.head_dim * s.num_heads != s.hidden_size) return "kv_channels other than hidden_size / heads";
     return {};
