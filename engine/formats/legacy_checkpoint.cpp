@@ -143,6 +143,12 @@ plan::SourceIndex merge_legacy_indexes(const std::vector<LegacyRankFile>& files,
         return it != index.args.end() && it->is_number_integer() ? it->get<int>() : 1;
     };
     const int tp = size_arg("tensor_model_parallel_size"), pp = size_arg("pipeline_model_parallel_size");
+    // With PP 1, Megatron names an expert-parallel rank's folder mp_rank_TT_EEE: without this, EP ranks would be
+    // taken for pipeline stages.
+    if (const int ep = size_arg("expert_model_parallel_size"); ep > 1)
+        throw Error(fs::path(files.front().path).parent_path().parent_path().string(),
+                    "expert-parallel checkpoints are not supported (expert_model_parallel_size " + std::to_string(ep) +
+                        ")");
     std::map<std::pair<int, int>, std::string> present;
     for (const auto& f : files) {
         if (f.tp >= tp || f.pp >= pp)
