@@ -6,9 +6,12 @@ Megatron's global weights and with the project's own forward pass."""
 import collections
 
 # project_check: also bit-exact against Megatron's weights and the project's own forward pass (Llama-style names,
-# full causal attention). since: the first megatron-core release that builds the model with the local layer spec.
-Case = collections.namedtuple("Case", "writer ranks transformers negative_control project_check since",
+# full causal attention). releases: the megatron-core releases that write it (None: every pinned one); the families
+# beyond Llama and Open-Sci are written by the oldest and the newest release that build them, to keep the matrix
+# within its time.
+Case = collections.namedtuple("Case", "writer ranks transformers negative_control project_check releases",
                               defaults=(True, None))
+OLDEST_AND_NEWEST = ("0.14.0", "0.19.2")
 
 DIMS = ["--layers", "4", "--hidden", "64", "--heads", "4", "--ffn", "128", "--vocab", "128"]
 LLAMA = ["--model", "llama"] + DIMS
@@ -27,21 +30,22 @@ CASES = {
     "llama_tp2_pp1_distopt_bf16": Case(LLAMA + ["--tp", "2", "--pp", "1", "--kv-heads", "2", "--dtype", "bf16",
                                                 "--distributed-optimizer"], 2, True, False),
     # Mistral: sliding-window attention (window_size (4, 0): a query sees itself and 4 earlier keys; HF counts 5).
-    # The local layer spec has sliding windows from megatron-core 0.15.
+    # The local layer spec has sliding windows from megatron-core 0.15 on.
     "mistral_tp2_pp1_window4_fp32": Case(["--model", "mistral"] + DIMS + ["--tp", "2", "--pp", "1", "--kv-heads", "2",
                                                                        "--window", "4", "--dtype", "fp32"],
-                                         2, True, False, False, "0.15"),
+                                         2, True, False, False, ("0.15.3", "0.19.2")),
     # Qwen2: biases on q/k/v only (add_qkv_bias without add_bias_linear).
     "qwen2_tp2_pp2_gqa_bf16": Case(["--model", "qwen2"] + DIMS + ["--tp", "2", "--pp", "2", "--kv-heads", "2",
-                                                               "--dtype", "bf16"], 3, True, False),
+                                                               "--dtype", "bf16"], 3, True, False, True,
+                                   OLDEST_AND_NEWEST),
     # Qwen3: per-head q/k norms (q_norm, k_norm), no biases, a head dim (kv_channels 32) that is not hidden / heads.
     "qwen3_tp2_pp2_kv_channels_fp32": Case(["--model", "qwen3"] + DIMS + ["--tp", "2", "--pp", "2", "--kv-heads", "2",
                                                                        "--kv-channels", "32", "--dtype", "fp32"],
-                                           3, True, True),
+                                           3, True, True, True, OLDEST_AND_NEWEST),
     # GPT-NeoX, the classic recipe: LayerNorm with bias, plain GeLU MLP, biases, rotary on half of each head.
     "gptneox_tp2_pp2_rotary_half_fp32": Case(["--model", "gptneox"] + DIMS + ["--tp", "2", "--pp", "2",
                                                                           "--rotary-percent", "0.5", "--dtype", "fp32"],
-                                             3, True, False, False),
+                                             3, True, False, False, OLDEST_AND_NEWEST),
     # Open-Sci: qk-layernorm, linear and QKV biases, tied embeddings, TP 2 x PP 2.
     "opensci_tp2_pp2_bf16": Case(OPENSCI + ["--tp", "2", "--pp", "2", "--dtype", "bf16"], 4, False, True),
 }
