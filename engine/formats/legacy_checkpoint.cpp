@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 #include <regex>
+#include <tuple>
 
 #include "common/error.hpp"
 #include "formats/megatron_args.hpp"
@@ -24,7 +25,8 @@ constexpr const char* kModelArgs[] = {
     "num_layers", "hidden_size", "num_attention_heads", "num_query_groups", "group_query_attention", "kv_channels",
     "ffn_hidden_size", "padded_vocab_size", "tensor_model_parallel_size", "pipeline_model_parallel_size",
     "virtual_pipeline_model_parallel_size", "swiglu", "normalization", "add_bias_linear", "add_qkv_bias",
-    "qk_layernorm", "untie_embeddings_and_output_weights", "bf16", "fp16"};
+    "qk_layernorm", "untie_embeddings_and_output_weights", "bf16", "fp16", "num_experts", "expert_model_parallel_size",
+    "moe_ffn_hidden_size", "moe_shared_expert_intermediate_size"};
 
 }  // namespace
 
@@ -43,21 +45,24 @@ std::vector<LegacyRankFile> list_legacy_rank_files(const std::string& iteration_
                 throw Error(e.path().string(), "cannot access: " + dec.message());
             continue;
         }
-        if (m[3].matched) throw Error(e.path().string(), "expert-parallel checkpoints are not supported");
         const auto path = (e.path() / "model_optim_rng.pt").string();
         if (!io::path_exists(path)) throw Error(path, "missing rank file (the mp_rank folder has no model_optim_rng.pt)");
-        files.push_back({path, std::stoi(m[1].str()), m[2].matched ? std::stoi(m[2].str()) : 0});
+        files.push_back({path, std::stoi(m[1].str()), m[2].matched ? std::stoi(m[2].str()) : 0,
+                         m[3].matched ? std::stoi(m[3].str()) : 0, m[3].matched ? 3 : m[2].matched ? 2 : 1});
     }
     if (ec) throw Error(iteration_dir, "cannot list: " + ec.message());
     if (files.empty()) throw Error(iteration_dir, "no mp_rank_*/model_optim_rng.pt files");
-    std::sort(files.begin(), files.end(), [](const auto& a, const auto& b) {
-        return a.pp != b.pp ? a.pp < b.pp : a.tp != b.tp ? a.tp < b.tp : a.path < b.path;
+    const auto rank = [](const LegacyRankFile& f) { return std::tuple(f.pp, f.tp, f.ep); };
+    std::sort(files.begin(), files.end(), [&](const auto& a, const auto& b) {
+        return rank(a) != rank(b) ? rank(a) < rank(b) : a.path < b.path;
     });
     // mp_rank_00_000 next to its alias mp_rank_00_000_dp_000 (or mp_rank_00 next to mp_rank_00_000): one rank twice.
     for (std::size_t i = 1; i < files.size(); ++i)
-        if (files[i].tp == files[i - 1].tp && files[i].pp == files[i - 1].pp)
+        if (rank(files[i]) == rank(files[i - 1]))
             throw Error(files[i].path, "duplicate rank file: tp " + std::to_string(files[i].tp) + ", pp " +
-                                           std::to_string(files[i].pp) + " is also " + files[i - 1].path);
+                                           std::to_string(files[i].pp) +
+                                           (files[i].numbers == 3 ? ", ep " + std::to_string(files[i].ep) : "") +
+                                           " is also " + files[i - 1].path);
     return files;
 }
 
@@ -123,6 +128,7 @@ plan::SourceIndex index_legacy_rank_file(const LegacyRankFile& file, std::uint32
             t.offset = *region.file_offset(loc.offset);
             t.tp_rank = file.tp;
             t.pp_rank = file.pp;
+            t.ep_rank = file.ep;
             t.vpp_chunk = chunk;
             index.tensors.push_back(std::move(t));
         }
@@ -130,7 +136,21 @@ plan::SourceIndex index_legacy_rank_file(const LegacyRankFile& file, std::uint32
     return index;
 }
 
-plan::SourceIndex merge_legacy_indexes(const std::vector<LegacyRankFile>& files, std::vector<plan::SourceIndex> parts) {
+namespace {
+
+// The folder name of a rank, as Megatron's get_checkpoint_name writes it.
+std::string rank_folder(int t, int s, int e, int pp, int ep) {
+    char name[64];
+    const int n = pp > 1 && ep > 1 ? std::snprintf(name, sizeof name, "mp_rank_%02d_%03d_%03d", t, s, e)
+                  : pp > 1         ? std::snprintf(name, sizeof name, "mp_rank_%02d_%03d", t, s)
+                  : ep > 1         ? std::snprintf(name, sizeof name, "mp_rank_%02d_%03d", t, e)
+                                   : std::snprintf(name, sizeof name, "mp_rank_%02d", t);
+    return std::string(name, static_cast<std::size_t>(n));
+}
+
+}  // namespace
+
+plan::SourceIndex merge_legacy_indexes(std::vector<LegacyRankFile> files, std::vector<plan::SourceIndex> parts) {
     if (files.empty() || parts.size() != files.size()) throw Error("index", "rank files and indexes disagree");
     plan::SourceIndex index;
     index.format = "torch";
@@ -143,33 +163,34 @@ plan::SourceIndex merge_legacy_indexes(const std::vector<LegacyRankFile>& files,
         return it != index.args.end() && it->is_number_integer() ? it->get<int>() : 1;
     };
     const int tp = size_arg("tensor_model_parallel_size"), pp = size_arg("pipeline_model_parallel_size");
-    // With PP 1, Megatron names an expert-parallel rank's folder mp_rank_TT_EEE: without this, EP ranks would be
-    // taken for pipeline stages.
-    if (const int ep = size_arg("expert_model_parallel_size"); ep > 1)
-        throw Error(fs::path(files.front().path).parent_path().parent_path().string(),
-                    "expert-parallel checkpoints are not supported (expert_model_parallel_size " + std::to_string(ep) +
-                        ")");
-    std::map<std::pair<int, int>, std::string> present;
+    const int ep = size_arg("expert_model_parallel_size");
+    for (std::size_t i = 0; i < files.size(); ++i) {
+        auto& f = files[i];
+        if (pp == 1 && ep > 1 && f.numbers == 2) std::swap(f.pp, f.ep);  // mp_rank_TT_EEE
+        for (auto& t : parts[i].tensors) {
+            t.pp_rank = f.pp;
+            t.ep_rank = f.ep;
+        }
+    }
+    std::map<std::tuple<int, int, int>, std::string> present;
     for (const auto& f : files) {
-        if (f.tp >= tp || f.pp >= pp)
+        const bool expert_grid = ep > 1 || f.ep > 0;
+        if (f.tp >= tp || f.pp >= pp || f.ep >= ep)
             throw Error(f.path, "rank (tp " + std::to_string(f.tp) + ", pp " + std::to_string(f.pp) +
-                                    ") is outside the TP " + std::to_string(tp) + " x PP " + std::to_string(pp) +
-                                    " grid of the saved args");
-        present[{f.tp, f.pp}] = f.path;
+                                    (expert_grid ? ", ep " + std::to_string(f.ep) : "") + ") is outside the TP " +
+                                    std::to_string(tp) + " x PP " + std::to_string(pp) +
+                                    (expert_grid ? " x EP " + std::to_string(ep) : "") + " grid of the saved args");
+        if (!present.emplace(std::tuple(f.tp, f.pp, f.ep), f.path).second)
+            throw Error(f.path, "duplicate rank file: also " + present[{f.tp, f.pp, f.ep}]);
     }
     const auto dir = fs::path(files.front().path).parent_path().parent_path();
     for (int s = 0; s < pp; ++s)
         for (int t = 0; t < tp; ++t)
-            if (!present.count({t, s})) {
-                char name[64];
-                if (pp > 1)
-                    std::snprintf(name, sizeof name, "mp_rank_%02d_%03d", t, s);
-                else
-                    std::snprintf(name, sizeof name, "mp_rank_%02d", t);
-                throw Error((dir / name / "model_optim_rng.pt").string(),
-                            "missing rank file (TP " + std::to_string(tp) + " x PP " + std::to_string(pp) +
-                                " checkpoint)");
-            }
+            for (int e = 0; e < ep; ++e)
+                if (!present.count({t, s, e}))
+                    throw Error((dir / rank_folder(t, s, e, pp, ep) / "model_optim_rng.pt").string(),
+                                "missing rank file (TP " + std::to_string(tp) + " x PP " + std::to_string(pp) +
+                                    (ep > 1 ? " x EP " + std::to_string(ep) : std::string()) + " checkpoint)");
 
     for (std::size_t i = 0; i < parts.size(); ++i) {
         for (const char* name : kModelArgs) {

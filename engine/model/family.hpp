@@ -19,8 +19,12 @@ namespace m2h::model {
 // whose every shard holds [gate_r; up_r].
 enum class Split { Replicated, Dim0, Dim1, Gated };
 
-// One dimension of a global Megatron tensor. None ends a 1-D shape.
-enum class Extent { None, Vocab, Hidden, Qkv, AttentionOut, HeadDim, Ffn, GatedFfn };
+// One dimension of a global Megatron tensor. None ends a 1-D shape. Expert and shared-expert sizes are the MoE
+// ones (moe_ffn_hidden_size, moe_shared_expert_intermediate_size); One is the shared-expert gate's single row.
+enum class Extent {
+    None, Vocab, Hidden, Qkv, AttentionOut, HeadDim, Ffn, GatedFfn,
+    Experts, ExpertFfn, GatedExpertFfn, SharedFfn, GatedSharedFfn, One
+};
 
 // Which part of the Megatron tensor the HF tensor is: all of it, its first vocabulary rows, the q, k or v heads
 // of a fused QKV (per query group), or the gate or up half of a SwiGLU fc1.
@@ -30,10 +34,12 @@ enum class Transform { Whole, VocabRows, Query, Key, Value, Gate, Up };
 enum class When { Always, LinearBias, QkvBias, QkLayernorm, Untied };
 
 struct TensorRule {
-    std::string_view megatron;  // TransformerEngine names; "decoder.layers.*." for per-layer tensors
+    // TransformerEngine names; "decoder.layers.*." for per-layer tensors, "mlp.experts.*." for each routed expert
+    // (global expert index), which the readers make of local_experts.J, linear_fc1.weightJ and DCP expert axes.
+    std::string_view megatron;
     Split split = Split::Replicated;
     std::array<Extent, 2> shape{};
-    std::string_view hf;  // "model.layers.*.self_attn.q_proj.weight"
+    std::string_view hf;  // "model.layers.*.self_attn.q_proj.weight", "model.layers.*.mlp.experts.*.up_proj.weight"
     Transform transform = Transform::Whole;
     When when = When::Always;
 };
@@ -53,13 +59,25 @@ std::span<const Family* const> families();
 
 constexpr std::string_view kLayerPrefix = "decoder.layers.*.";
 
+// One HF tensor of this model: its rule, the global Megatron tensor it comes from, its name and shape (the
+// vocabulary rows before any --vocab-size trim).
+struct HfTensor {
+    const TensorRule* rule = nullptr;
+    std::string megatron;  // "decoder.layers.3.mlp.experts.5.linear_fc1.weight"
+    std::string hf;        // "model.layers.3.mlp.experts.5.gate_proj.weight"
+    std::vector<std::uint64_t> shape;
+};
+// The family's table expanded over the model's layers and experts, in the HF state dict's order.
+std::vector<HfTensor> hf_tensors(const Family& family, const ModelSpec& spec);
+
 bool applies(When when, const ModelSpec& spec);
 // The global shape of the rule's Megatron tensor for this model.
 std::vector<std::uint64_t> megatron_shape(const TensorRule& rule, const ModelSpec& spec);
 // The first rule reading `key` ("decoder.layers.*.<suffix>" for layer tensors), or nullptr.
 const TensorRule* rule_for(const Family& family, std::string_view key);
-// `pattern` with its '*' replaced by the layer index.
-std::string with_layer(std::string_view pattern, std::uint64_t layer);
+// `pattern` with its first '*' replaced by the layer index and its second by the expert index.
+std::string with_layer(std::string_view pattern, std::uint64_t layer, std::uint64_t expert = 0);
+bool per_expert(const TensorRule& rule);
 
 // Tables are put together from blocks (families/gpt_blocks.hpp): a family that differs by a block is one line.
 template <std::size_t... N>

@@ -26,11 +26,57 @@ std::string_view canonical_suffix(std::string_view suffix) {
     return suffix;
 }
 
-std::optional<std::pair<std::string, Split>> layer_suffix(const ModelSpec& s, std::string_view suffix) {
-    const auto canonical = canonical_suffix(suffix);
-    const auto* rule = rule_for(family_of(s.arch), std::string(kLayerPrefix) + std::string(canonical));
+// What a stored layer key is in the family's terms: the rule's suffix ("mlp.experts.*.linear_fc1.weight" for a
+// routed expert's tensor), how TP cuts it, and the expert index the key itself carries (a legacy file's local
+// index; none for torch_dist, whose expert index is an axis of the tensor).
+struct LayerRole {
+    std::string suffix;
+    Split split = Split::Replicated;
+    bool expert = false;
+    std::optional<std::uint64_t> local_expert;
+    std::string key(std::int64_t layer, std::uint64_t expert_index) const;
+};
+
+std::optional<std::uint64_t> index_number(std::string_view digits) {
+    std::uint64_t n = 0;
+    if (digits.empty()) return std::nullopt;
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+    return n;
+}
+
+// The three spellings of a routed expert's tensor: SequentialMLP's local_experts.J.linear_fc1.weight,
+// TEGroupedMLP's linear_fc1.weightJ (legacy files), and torch_dist's experts.linear_fc1.weight with an expert axis.
+std::optional<std::pair<std::string, std::optional<std::uint64_t>>> expert_suffix(std::string_view suffix) {
+    constexpr std::string_view experts = "mlp.experts.";
+    if (!suffix.starts_with(experts)) return std::nullopt;
+    auto rest = suffix.substr(experts.size());
+    if (rest.starts_with("experts.")) return std::pair{std::string(rest.substr(8)), std::nullopt};
+    if (rest.starts_with("local_experts.")) {
+        rest = rest.substr(14);
+        const auto dot = rest.find('.');
+        const auto j = dot == std::string_view::npos ? std::nullopt : index_number(rest.substr(0, dot));
+        if (!j) return std::nullopt;
+        return std::pair{std::string(rest.substr(dot + 1)), j};
+    }
+    const auto digits = rest.find_last_not_of("0123456789") + 1;
+    if (digits == rest.size()) return std::nullopt;
+    return std::pair{std::string(rest.substr(0, digits)), index_number(rest.substr(digits))};
+}
+
+std::optional<LayerRole> layer_role(const ModelSpec& s, std::string_view suffix) {
+    LayerRole role;
+    if (auto e = expert_suffix(suffix)) {
+        role.suffix = "mlp.experts.*." + e->first;
+        role.expert = true;
+        role.local_expert = e->second;
+    } else {
+        role.suffix = std::string(canonical_suffix(suffix));
+    }
+    const auto* rule = rule_for(family_of(s.arch), std::string(kLayerPrefix) + role.suffix);
     if (!rule) return std::nullopt;
-    return std::pair{std::string(canonical), rule->split};
+    role.split = rule->split;
+    return role;
 }
 
 std::optional<std::pair<std::string, Split>> global_key(const ModelSpec& s, std::string_view key) {
@@ -63,8 +109,16 @@ std::optional<LayerKey> split_layer_key(std::string_view key) {
 
 // The global shape the args imply for a canonical key.
 std::vector<std::uint64_t> expected_shape(const ModelSpec& s, std::string_view key) {
+    // "decoder.layers.3.mlp.experts.5.linear_fc1.weight" -> "decoder.layers.*.mlp.experts.*.linear_fc1.weight"
     std::string pattern(key);
-    if (auto lk = split_layer_key(key)) pattern = std::string(kLayerPrefix) + std::string(lk->suffix);
+    if (auto lk = split_layer_key(key)) {
+        std::string suffix(lk->suffix);
+        constexpr std::string_view experts = "mlp.experts.";
+        if (const auto dot = suffix.find('.', experts.size());
+            suffix.starts_with(experts) && dot != std::string::npos && index_number(std::string_view(suffix).substr(experts.size(), dot - experts.size())))
+            suffix.replace(experts.size(), dot - experts.size(), "*");
+        pattern = std::string(kLayerPrefix) + suffix;
+    }
     const auto* rule = rule_for(family_of(s.arch), pattern);
     if (!rule) throw Error(std::string(key), "no tensor of the " + std::string(family_of(s.arch).name) + " family");
     return megatron_shape(*rule, s);
@@ -82,8 +136,8 @@ Error unknown(const SourceIndex& index, const SourceTensor& t) {
     return Error(where(index, t), "unknown Megatron tensor: maps to no Hugging Face tensor (refusing to drop weights silently)");
 }
 
-std::string layer_name(std::int64_t layer, const std::string& suffix) {
-    return std::string(kLayers) + std::to_string(layer) + "." + suffix;
+std::string LayerRole::key(std::int64_t layer, std::uint64_t expert_index) const {
+    return with_layer(std::string(kLayerPrefix) + suffix, static_cast<std::uint64_t>(layer), expert_index);
 }
 
 // 2-D view of a shape: [n] -> n x 1.
@@ -99,45 +153,36 @@ public:
 
     GlobalTensors legacy() {
         const auto offsets = layer_offsets();
+        if (s_.is_moe() && s_.moe.etp != s_.tp)
+            throw Error(iteration_folder(), "expert_tensor_parallel_size " + std::to_string(s_.moe.etp) +
+                                                " differs from tensor_model_parallel_size " + std::to_string(s_.tp) +
+                                                ": legacy rank files of that layout are not supported (torch_dist is)");
         for (std::uint32_t i = 0; i < index_.tensors.size(); ++i) {
             const auto& t = index_.tensors[i];
-            std::optional<std::pair<std::string, Split>> role;
+            std::optional<Split> split;
             std::string key;
+            bool expert = false;
             if (auto lk = split_layer_key(t.key); lk && lk->layer) {
-                role = layer_suffix(s_, lk->suffix);
-                if (role) key = layer_name(offsets.at({std::max(t.vpp_chunk, 0), t.pp_rank}) + *lk->layer, role->first);
-            } else if ((role = global_key(s_, t.key))) {
+                if (auto role = layer_role(s_, lk->suffix); role && (!role->expert || role->local_expert)) {
+                    split = role->split;
+                    expert = role->expert;
+                    key = role->key(offsets.at({std::max(t.vpp_chunk, 0), t.pp_rank}) + *lk->layer,
+                                    expert ? global_expert(t, *role->local_expert) : 0);
+                }
+            } else if (auto role = global_key(s_, t.key)) {
+                split = role->second;
                 key = role->first;
             }
-            if (!role) throw unknown(index_, t);
+            if (!split) throw unknown(index_, t);
             if (key == "output_layer.weight" && s_.tied_embeddings) {
                 // Megatron keeps a synchronised copy of the embedding on the last stage when PP > 1.
                 out_.ignored.push_back(where(index_, t) + " (tied to the embedding)");
                 continue;
             }
-            check_shard_shape(t, key, role->second);
-            const auto [rows, cols] = rows_cols(t.shape, where(index_, t));
-            const auto tp = static_cast<std::uint64_t>(t.tp_rank);
-            auto& g = out_.tensors[key];
-            switch (role->second) {
-                case Split::Dim0:
-                    add(g, key, {i, 0, tp * rows, 0, rows, cols, false});
-                    break;
-                case Split::Dim1:
-                    add(g, key, {i, 0, 0, tp * cols, rows, cols, false});
-                    break;
-                case Split::Replicated:
-                    add(g, key, {i, 0, 0, 0, rows, cols, tp > 0});
-                    break;
-                case Split::Gated: {
-                    // Each rank holds [gate_r; up_r]: rows of the global [gate; up] at r*h and F + r*h.
-                    if (rows % 2) throw Error(where(index_, t), "SwiGLU fc1 shard has an odd number of rows");
-                    const std::uint64_t h = rows / 2, F = h * static_cast<std::uint64_t>(s_.tp);
-                    add(g, key, {i, 0, tp * h, 0, h, cols, false});
-                    add(g, key, {i, h * cols, F + tp * h, 0, h, cols, false});
-                    break;
-                }
-            }
+            check_shard_shape(t, key, *split);
+            // Every expert-parallel rank's file repeats the dense part of its stage: EP rank 0's copy is written.
+            const bool ep_copy = !expert && t.ep_rank > 0;
+            add_shard(i, key, *split, ep_copy);
         }
         finish();
         return std::move(out_);
@@ -148,40 +193,88 @@ public:
             const auto& t = index_.tensors[i];
             if (t.global_offset.size() != t.shape.size() || t.global_shape.size() != t.shape.size())
                 throw Error(where(index_, t), "chunk without global offsets");
-            auto lk = split_layer_key(t.key);
-            if (lk && !lk->layer) {
-                // Stacked: [L, ...] with the layer axis first; each layer's slice is a contiguous block.
-                const auto role = layer_suffix(s_, lk->suffix);
+            const auto lk = split_layer_key(t.key);
+            if (!lk) {
+                const auto role = global_key(s_, t.key);
                 if (!role) throw unknown(index_, t);
-                if (t.global_shape[0] != s_.num_layers)
-                    throw Error(where(index_, t), "stacked layer axis of " + std::to_string(t.global_shape[0]) +
-                                                      " but args.num_layers is " + std::to_string(s_.num_layers));
-                const std::vector<std::uint64_t> inner(t.shape.begin() + 1, t.shape.end());
-                const std::vector<std::uint64_t> ginner(t.global_shape.begin() + 1, t.global_shape.end());
-                const std::vector<std::uint64_t> off(t.global_offset.begin() + 1, t.global_offset.end());
-                std::uint64_t per_layer = 1;
-                for (auto d : inner) per_layer *= d;
-                for (std::uint64_t l = 0; l < t.shape[0]; ++l)
-                    add_dcp(layer_name(static_cast<std::int64_t>(t.global_offset[0] + l), role->first), i, t, inner,
-                            ginner, off, l * per_layer);
+                add_dcp(role->first, i, t, t.shape, t.global_shape, t.global_offset, 0);
                 continue;
             }
-            std::optional<std::pair<std::string, Split>> role;
-            std::string key;
-            if (lk) {
-                role = layer_suffix(s_, lk->suffix);
-                if (role) key = layer_name(*lk->layer, role->first);
-            } else if ((role = global_key(s_, t.key))) {
-                key = role->first;
-            }
-            if (!role) throw unknown(index_, t);
-            add_dcp(key, i, t, t.shape, t.global_shape, t.global_offset, 0);
+            const auto role = layer_role(s_, lk->suffix);
+            if (!role || role->local_expert) throw unknown(index_, t);
+            add_dcp_layers(i, t, *role, lk->layer);
         }
         finish();
         return std::move(out_);
     }
 
 private:
+    std::string iteration_folder() const {
+        return std::filesystem::path(index_.files.front().path).parent_path().parent_path().string();
+    }
+
+    // A legacy file's local expert j of expert-parallel rank r is the global expert r * E/EP + j.
+    std::uint64_t global_expert(const SourceTensor& t, std::uint64_t local) const {
+        const auto per_rank = s_.moe.local_experts();
+        if (local >= per_rank || t.ep_rank >= s_.moe.ep)
+            throw Error(where(index_, t), "local expert " + std::to_string(local) + " of expert-parallel rank " +
+                                              std::to_string(t.ep_rank) + " does not fit " + std::to_string(s_.moe.num_experts) +
+                                              " experts over expert_model_parallel_size " + std::to_string(s_.moe.ep));
+        return static_cast<std::uint64_t>(t.ep_rank) * per_rank + local;
+    }
+
+    // One legacy TP shard as chunks of its global tensor; `copy`: every chunk is a replica (compared, not written).
+    void add_shard(std::uint32_t i, const std::string& key, Split split, bool copy) {
+        const auto& t = index_.tensors[i];
+        const auto [rows, cols] = rows_cols(t.shape, where(index_, t));
+        const auto tp = static_cast<std::uint64_t>(t.tp_rank);
+        auto& g = out_.tensors[key];
+        switch (split) {
+            case Split::Dim0:
+                add(g, key, {i, 0, tp * rows, 0, rows, cols, copy});
+                break;
+            case Split::Dim1:
+                add(g, key, {i, 0, 0, tp * cols, rows, cols, copy});
+                break;
+            case Split::Replicated:
+                add(g, key, {i, 0, 0, 0, rows, cols, copy || tp > 0});
+                break;
+            case Split::Gated: {
+                // Each rank holds [gate_r; up_r]: rows of the global [gate; up] at r*h and F + r*h.
+                if (rows % 2) throw Error(where(index_, t), "SwiGLU fc1 shard has an odd number of rows");
+                const std::uint64_t h = rows / 2, F = h * static_cast<std::uint64_t>(s_.tp);
+                add(g, key, {i, 0, tp * h, 0, h, cols, copy});
+                add(g, key, {i, h * cols, F + tp * h, 0, h, cols, copy});
+                break;
+            }
+        }
+    }
+
+    // A torch_dist chunk of a layer tensor. Its leading axes are the layer (stacked keys, no layer in the name) and
+    // the expert (routed experts): each (layer, expert) slice of the chunk is a contiguous block of one tensor.
+    void add_dcp_layers(std::uint32_t i, const SourceTensor& t, const LayerRole& role, std::optional<std::int64_t> layer) {
+        const std::size_t lead = (layer ? 0 : 1) + (role.expert ? 1 : 0);
+        if (t.shape.size() <= lead) throw Error(where(index_, t), "too few dimensions for a layer tensor");
+        if (!layer && t.global_shape[0] != s_.num_layers)
+            throw Error(where(index_, t), "stacked layer axis of " + std::to_string(t.global_shape[0]) +
+                                              " but args.num_layers is " + std::to_string(s_.num_layers));
+        if (role.expert && t.global_shape[lead - 1] != s_.moe.num_experts)
+            throw Error(where(index_, t), "expert axis of " + std::to_string(t.global_shape[lead - 1]) +
+                                              " but args.num_experts is " + std::to_string(s_.moe.num_experts));
+        const std::vector<std::uint64_t> inner(t.shape.begin() + static_cast<std::ptrdiff_t>(lead), t.shape.end());
+        const std::vector<std::uint64_t> ginner(t.global_shape.begin() + static_cast<std::ptrdiff_t>(lead), t.global_shape.end());
+        const std::vector<std::uint64_t> off(t.global_offset.begin() + static_cast<std::ptrdiff_t>(lead), t.global_offset.end());
+        std::uint64_t per_slice = 1;
+        for (auto d : inner) per_slice *= d;
+        const std::uint64_t layers = layer ? 1 : t.shape[0], experts = role.expert ? t.shape[lead - 1] : 1;
+        for (std::uint64_t l = 0; l < layers; ++l)
+            for (std::uint64_t e = 0; e < experts; ++e) {
+                const auto global_layer = layer ? *layer : static_cast<std::int64_t>(t.global_offset[0] + l);
+                const auto global_expert = role.expert ? t.global_offset[lead - 1] + e : 0;
+                add_dcp(role.key(global_layer, global_expert), i, t, inner, ginner, off, (l * experts + e) * per_slice);
+            }
+    }
+
     // A TP shard holds 1/t of its global tensor along the split axis.
     void check_shard_shape(const SourceTensor& t, const std::string& key, Split split) {
         auto shape = expected_shape(s_, key);

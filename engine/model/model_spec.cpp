@@ -1,5 +1,7 @@
 #include "model/model_spec.hpp"
 
+#include <algorithm>
+
 #include "common/error.hpp"
 #include "model/family.hpp"
 
@@ -33,6 +35,53 @@ std::uint64_t positive_or(const json& args, const char* name, std::uint64_t fall
 
 void require(bool ok, const std::string& source, const std::string& what) {
     if (!ok) throw Error(source, "unsupported model: " + what);
+}
+
+// moe_layer_freq 1, or a pattern of ones: an MoE block on every layer (the HF MoE classes have no dense layers
+// here).
+bool moe_on_every_layer(const json* freq) {
+    if (!freq) return true;
+    if (freq->is_number_integer()) return *freq == 1;
+    if (freq->is_array()) return std::all_of(freq->begin(), freq->end(), [](const json& v) { return v == 1; });
+    return false;
+}
+
+// The router and expert layout, refusing what changes the routing beyond a softmax top-k (HF's MoE classes
+// compute exactly that) and what changes the tensors.
+Moe moe_from_args(const json& args, int tp, std::uint64_t ffn, const std::string& source) {
+    Moe m;
+    const json* experts = arg(args, "num_experts");
+    if (!experts || *experts == 0) {
+        if (const json* v = arg(args, "expert_model_parallel_size"))
+            require(*v == 1, source, "expert_model_parallel_size " + v->dump() + " without num_experts");
+        return m;
+    }
+    m.num_experts = positive(args, "num_experts", source);
+    m.topk = positive_or(args, "moe_router_topk", 2, source);
+    m.ffn_hidden_size = positive_or(args, "moe_ffn_hidden_size", ffn, source);
+    if (arg(args, "moe_shared_expert_intermediate_size"))
+        m.shared_ffn_hidden_size = positive(args, "moe_shared_expert_intermediate_size", source);
+    m.shared_expert_gate = m.shared_ffn_hidden_size > 0 && flag(args, "moe_shared_expert_gate");
+    m.pre_softmax = flag(args, "moe_router_pre_softmax");
+    m.ep = static_cast<int>(positive_or(args, "expert_model_parallel_size", 1, source));
+    m.etp = static_cast<int>(positive_or(args, "expert_tensor_parallel_size", static_cast<std::uint64_t>(tp), source));
+    require(m.num_experts % static_cast<std::uint64_t>(m.ep) == 0, source,
+            "num_experts " + std::to_string(m.num_experts) + " is not a multiple of expert_model_parallel_size " +
+                std::to_string(m.ep));
+    require(m.topk <= m.num_experts, source, "moe_router_topk is larger than num_experts");
+    require(moe_on_every_layer(arg(args, "moe_layer_freq")), source, "moe_layer_freq (dense layers between MoE layers)");
+    if (const json* v = arg(args, "moe_router_score_function"))
+        require(*v == "softmax", source, "moe_router_score_function " + v->dump() + " (only softmax routing maps to HF)");
+    if (const json* v = arg(args, "moe_router_topk_scaling_factor"))
+        require(*v == 1 || *v == 1.0, source, "moe_router_topk_scaling_factor " + v->dump());
+    if (const json* v = arg(args, "moe_router_load_balancing_type"))
+        require(*v != "sinkhorn", source, "moe_router_load_balancing_type sinkhorn (routing that HF does not compute)");
+    require(!flag(args, "moe_router_enable_expert_bias"), source, "moe_router_enable_expert_bias (router expert bias)");
+    require(!arg(args, "moe_router_num_groups"), source, "moe_router_num_groups (group-limited routing)");
+    require(!flag(args, "moe_apply_probs_on_input"), source, "moe_apply_probs_on_input");
+    require(!arg(args, "moe_latent_size"), source, "moe_latent_size (latent experts)");
+    require(!flag(args, "moe_use_legacy_grouped_gemm"), source, "moe_use_legacy_grouped_gemm (GroupedMLP's fused weight1/weight2)");
+    return m;
 }
 
 // --arch auto: the first family (in families() order) that can represent the model; a name: that family, which
@@ -112,9 +161,8 @@ ModelSpec model_spec_from_args(const json& args, const ModelOptions& options, co
     }
     require(!flag(args, "multi_latent_attention"), source, "multi_latent_attention");
     require(!flag(args, "attention_output_gate"), source, "attention_output_gate");
-    if (const json* v = arg(args, "num_experts")) require(*v == 0, source, "mixture of experts (num_experts)");
     if (const json* v = arg(args, "mtp_num_layers")) require(*v == 0, source, "multi-token prediction layers");
-    if (const json* v = arg(args, "expert_model_parallel_size")) require(*v == 1, source, "expert parallelism");
+    s.moe = moe_from_args(args, s.tp, s.ffn_hidden_size, source);
 
     s.qk_layernorm = flag(args, "qk_layernorm");
     s.linear_bias = flag(args, "add_bias_linear");

@@ -26,19 +26,7 @@ public:
                                             " to " + std::to_string(vocab) + " rows");
         mapping_.vocab_size = vocab;
 
-        // The table is in state-dict order; a run of per-layer rules is written once per layer.
-        const auto rules = family_.rules;
-        for (std::size_t i = 0; i < rules.size();) {
-            std::size_t end = i + 1;
-            if (!rules[i].megatron.starts_with(kLayerPrefix)) {
-                apply_rule(rules[i], 0);
-            } else {
-                while (end < rules.size() && rules[end].megatron.starts_with(kLayerPrefix)) ++end;
-                for (std::uint64_t layer = 0; layer < s_.num_layers; ++layer)
-                    for (std::size_t r = i; r < end; ++r) apply_rule(rules[r], layer);
-            }
-            i = end;
-        }
+        for (const auto& t : hf_tensors(family_, s_)) apply(t);
         for (const auto& [key, g] : global_.tensors)
             if (!consumed_.count(key))
                 throw Error(index_.files[index_.tensors[g.chunks.front().source].file].name() + ": " +
@@ -88,22 +76,20 @@ private:
         for (std::uint64_t b = 0; b < blocks; ++b) rows(g, b * block + first, count, dst, b * count);
     }
 
-    void apply_rule(const TensorRule& rule, std::uint64_t layer) {
-        if (!applies(rule.when, s_)) return;
-        const auto& g = need(with_layer(rule.megatron, layer));
-        const auto name = with_layer(rule.hf, layer);
+    void apply(const HfTensor& t) {
+        const auto& g = need(t.megatron);
         const std::uint64_t hd = s_.head_dim, ng = s_.num_query_groups, G = s_.heads_per_group();
-        const std::uint64_t F = s_.ffn_hidden_size;
-        switch (rule.transform) {
-            case Transform::Whole: return block_rows(g, 1, g.rows, 0, g.rows, name);
-            case Transform::VocabRows: return block_rows(g, 1, g.rows, 0, mapping_.vocab_size, name);
+        const std::uint64_t F = g.rows / 2;
+        switch (t.rule->transform) {
+            case Transform::Whole: return block_rows(g, 1, g.rows, 0, g.rows, t.hf);
+            case Transform::VocabRows: return block_rows(g, 1, g.rows, 0, mapping_.vocab_size, t.hf);
             // Fused QKV: ng group blocks of [G q heads; k head; v head].
-            case Transform::Query: return block_rows(g, ng, (G + 2) * hd, 0, G * hd, name);
-            case Transform::Key: return block_rows(g, ng, (G + 2) * hd, G * hd, hd, name);
-            case Transform::Value: return block_rows(g, ng, (G + 2) * hd, (G + 1) * hd, hd, name);
-            // SwiGLU fc1 as the global [gate; up] (both formats present it so).
-            case Transform::Gate: return block_rows(g, 1, 2 * F, 0, F, name);
-            case Transform::Up: return block_rows(g, 1, 2 * F, F, F, name);
+            case Transform::Query: return block_rows(g, ng, (G + 2) * hd, 0, G * hd, t.hf);
+            case Transform::Key: return block_rows(g, ng, (G + 2) * hd, G * hd, hd, t.hf);
+            case Transform::Value: return block_rows(g, ng, (G + 2) * hd, (G + 1) * hd, hd, t.hf);
+            // A SwiGLU fc1 (dense, expert or shared expert) as the global [gate; up] (both formats present it so).
+            case Transform::Gate: return block_rows(g, 1, 2 * F, 0, F, t.hf);
+            case Transform::Up: return block_rows(g, 1, 2 * F, F, F, t.hf);
         }
     }
 

@@ -73,11 +73,11 @@ plan::SourceIndex index_legacy(const Comm& comm, const std::string& iteration_di
     const json listing = from_root(comm, [&] {
         json files = json::array();
         for (const auto& f : formats::list_legacy_rank_files(iteration_dir))
-            files.push_back({{"path", f.path}, {"tp", f.tp}, {"pp", f.pp}});
+            files.push_back({{"path", f.path}, {"tp", f.tp}, {"pp", f.pp}, {"ep", f.ep}, {"numbers", f.numbers}});
         return files;
     });
     std::vector<formats::LegacyRankFile> files;
-    for (const auto& f : listing) files.push_back({f["path"], f["tp"], f["pp"]});
+    for (const auto& f : listing) files.push_back({f["path"], f["tp"], f["pp"], f["ep"], f["numbers"]});
 
     json mine = json::array();
     collective(comm, [&] {

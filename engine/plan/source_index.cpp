@@ -21,7 +21,7 @@ nlohmann::json to_json(const SourceTensor& t) {
     return {{"key", t.key},          {"dtype", std::string(safetensors_name(t.dtype))},
             {"shape", t.shape},      {"file", t.file},
             {"offset", t.offset},    {"tp", t.tp_rank},
-            {"pp", t.pp_rank},       {"vpp", t.vpp_chunk},
+            {"pp", t.pp_rank},       {"ep", t.ep_rank},         {"vpp", t.vpp_chunk},
             {"goff", t.global_offset}, {"gshape", t.global_shape}};
 }
 
@@ -36,6 +36,7 @@ SourceTensor source_tensor_from_json(const nlohmann::json& t) {
     s.offset = t.at("offset").get<std::uint64_t>();
     s.tp_rank = t.at("tp").get<int>();
     s.pp_rank = t.at("pp").get<int>();
+    s.ep_rank = t.value("ep", 0);
     s.vpp_chunk = t.at("vpp").get<int>();
     s.global_offset = t.at("goff").get<std::vector<std::uint64_t>>();
     s.global_shape = t.at("gshape").get<std::vector<std::uint64_t>>();

@@ -19,6 +19,7 @@ struct SourceTensor {
     std::uint64_t offset = 0;           // absolute byte offset of element 0; elements are row-major contiguous
     int tp_rank = 0;
     int pp_rank = 0;
+    int ep_rank = 0;                    // legacy: the expert-parallel rank of the file (mp_rank_TT_PPP_EEE)
     int vpp_chunk = -1;                 // -1: the state dict had a single `model` entry
     // torch_dist only: where this stored block sits in the saved global tensor (DCP chunk offsets and size).
     std::vector<std::uint64_t> global_offset;

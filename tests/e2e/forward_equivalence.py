@@ -12,7 +12,8 @@ Two independent fp32 forward passes over the same random token sequence:
       added once, per-rank fc1 = [gate_r; up_r] halves, SwiGLU; layers placed by the PP/VPP offset rule (§4).
   (b) HF Llama / Open-Sci conventions on the OUTPUT folder (config.json + safetensors): q/k/v/o_proj, GQA (query
       head h uses kv head h // (nq/nkv)), q_layernorm/k_layernorm (or q_norm/k_norm), rotate_half RoPE,
-      gate/up/down, lm_head or the tied embedding.
+      gate/up/down, lm_head or the tied embedding. Mixtral / Qwen2-MoE / Qwen3-MoE sparse MLPs as transformers
+      computes them (hf_moe; used by tests/interop/check_against_megatron.py, side (a) has no MoE).
 
 Pass: max|logits_meg - logits_hf| <= 1e-4 * max(1, max|logits_meg|) over the HF vocabulary columns (a trimmed
 vocabulary compares the first N columns; tokens are drawn below N). When the HF weights are stored in a narrower
@@ -247,7 +248,7 @@ def hf_forward(cfg, T, tokens):
     nq, nkv, H = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["hidden_size"]
     hd = cfg.get("head_dim") or H // nq
     eps, theta = cfg["rms_norm_eps"], cfg["rope_theta"]
-    if cfg.get("model_type") == "qwen3":
+    if cfg.get("model_type") in ("qwen3", "qwen3_moe"):
         qk_norm = ("q_norm", "k_norm")  # Qwen3 always has them
     elif cfg.get("qk_layernorm"):
         qk_norm = ("q_layernorm", "k_layernorm")  # Open-Sci: driven by config.qk_layernorm
@@ -277,11 +278,59 @@ def hf_forward(cfg, T, tokens):
         attn = causal_attention(q, k, v).transpose(0, 1).reshape(seq, nq * hd)
         x = x + linear(attn, p + "self_attn.o_proj")
         h = rms_norm(x, f(p + "post_attention_layernorm.weight"), eps)
+        if is_sparse_layer(cfg, i):
+            x = x + hf_moe(cfg, h, p, linear)
+            continue
         mlp = torch.nn.functional.silu(linear(h, p + "mlp.gate_proj")) * linear(h, p + "mlp.up_proj")
         x = x + linear(mlp, p + "mlp.down_proj")
     x = rms_norm(x, f("model.norm.weight"), eps)
     head = f("model.embed_tokens.weight") if cfg.get("tie_word_embeddings", True) else f("lm_head.weight")
     return x @ head.T
+
+
+# HF MoE families: (block prefix, number-of-experts field, expert gate/up/down names).
+MOE_FAMILIES = {
+    "mixtral": ("block_sparse_moe", "num_local_experts", ("w1", "w3", "w2")),
+    "qwen2_moe": ("mlp", "num_experts", ("gate_proj", "up_proj", "down_proj")),
+    "qwen3_moe": ("mlp", "num_experts", ("gate_proj", "up_proj", "down_proj")),
+}
+
+
+def is_sparse_layer(cfg, i):
+    family = MOE_FAMILIES.get(cfg.get("model_type"))
+    if family is None:
+        return False
+    if cfg.get("model_type") == "mixtral":
+        if cfg.get("sliding_window") is not None:
+            raise InputError("Mixtral's sliding_window is not supported by this test")
+        return True
+    # Qwen-MoE: a sparse block unless the layer is in mlp_only_layers or off the decoder_sparse_step grid.
+    return (i not in (cfg.get("mlp_only_layers") or []) and cfg.get(family[1], 0) > 0
+            and (i + 1) % cfg.get("decoder_sparse_step", 1) == 0)
+
+
+def hf_moe(cfg, h, p, linear):
+    """The sparse MoE block as transformers computes it: router logits over all experts, softmax (fp32), top-k
+    (Mixtral always renormalises the k weights, Qwen-MoE when norm_topk_prob), the weighted sum of the chosen
+    experts' SwiGLU outputs; Qwen2-MoE adds its shared expert times sigmoid(shared_expert_gate)."""
+    block, count, (gate, up, down) = MOE_FAMILIES[cfg["model_type"]]
+    prefix = f"{p}{block}."
+    probs = torch.softmax(linear(h, prefix + "gate"), dim=-1)
+    top, index = torch.topk(probs, cfg["num_experts_per_tok"], dim=-1)
+    if cfg["model_type"] == "mixtral" or cfg.get("norm_topk_prob", False):
+        top = top / top.sum(dim=-1, keepdim=True)
+    experts = torch.stack([
+        linear(torch.nn.functional.silu(linear(h, f"{prefix}experts.{e}.{gate}")) * linear(h, f"{prefix}experts.{e}.{up}"),
+               f"{prefix}experts.{e}.{down}")
+        for e in range(cfg[count])])  # [E, seq, H]: every expert on every token, then the chosen ones
+    tokens = torch.arange(h.shape[0])
+    out = sum(top[:, k, None] * experts[index[:, k], tokens] for k in range(index.shape[1]))
+    if cfg["model_type"] == "qwen2_moe":
+        shared = f"{p}mlp.shared_expert."
+        y = linear(torch.nn.functional.silu(linear(h, shared + "gate_proj")) * linear(h, shared + "up_proj"),
+                   shared + "down_proj")
+        out = out + torch.sigmoid(linear(h, f"{p}mlp.shared_expert_gate")) * y
+    return out
 
 
 def apply_swap(cfg, T, what):
@@ -293,6 +342,8 @@ def apply_swap(cfg, T, what):
     hd = cfg.get("head_dim") or cfg["hidden_size"] // nq
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
+        if cfg.get("model_type") in MOE_FAMILIES:
+            swap_moe(cfg, T, p, what)
         for suffix in (".weight", ".bias"):
             if what == "gate_up" and p + "mlp.gate_proj" + suffix in T:
                 a, b = p + "mlp.gate_proj" + suffix, p + "mlp.up_proj" + suffix
@@ -302,6 +353,22 @@ def apply_swap(cfg, T, what):
                 q, k, rows = T[qn].clone(), T[kn].clone(), nkv * hd
                 q[:rows], k[:rows] = T[kn][:rows], T[qn][:rows]
                 T[qn], T[kn] = q, k
+
+
+def swap_moe(cfg, T, p, what):
+    """gate_up: exchange gate and up in every expert and in the shared expert; experts: exchange the first and
+    the last expert (what a wrong global expert index would do)."""
+    block, count, (gate, up, down) = MOE_FAMILIES[cfg["model_type"]]
+    prefix, n = f"{p}{block}.experts.", cfg[count]
+    pairs = []
+    if what == "gate_up":
+        pairs = [(f"{prefix}{e}.{gate}.weight", f"{prefix}{e}.{up}.weight") for e in range(n)]
+        pairs.append((f"{p}mlp.shared_expert.gate_proj.weight", f"{p}mlp.shared_expert.up_proj.weight"))
+    elif what == "experts":
+        pairs = [(f"{prefix}0.{w}.weight", f"{prefix}{n - 1}.{w}.weight") for w in (gate, up, down)]
+    for a, b in pairs:
+        if a in T and b in T:
+            T[a], T[b] = T[b], T[a]
 
 
 # ---------------------------------------------------------------------------------------------------------------

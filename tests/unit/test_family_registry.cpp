@@ -33,22 +33,24 @@ ModelSpec one_layer(Arch arch, bool bias, bool qk, bool tied) {
     return s;
 }
 
-// What the mapping derives for each rule: the Megatron shape cut by the transform (tensor_mapping.cpp).
+// The registry's expansion of the family table (the list the mapping writes, in order).
 Expected expand(const ModelSpec& s) {
     Expected out;
-    for (const auto& rule : family_of(s.arch).rules) {
-        if (!applies(rule.when, s)) continue;
-        auto shape = megatron_shape(rule, s);
-        const auto heads = s.num_heads * s.head_dim, kv = s.num_query_groups * s.head_dim;
-        switch (rule.transform) {
-            case Transform::Query: shape[0] = heads; break;
-            case Transform::Key: case Transform::Value: shape[0] = kv; break;
-            case Transform::Gate: case Transform::Up: shape[0] = s.ffn_hidden_size; break;
-            default: break;
-        }
-        out.emplace_back(with_layer(rule.hf, 0), shape);
-    }
+    for (const auto& t : hf_tensors(family_of(s.arch), s)) out.emplace_back(t.hf, t.shape);
     return out;
+}
+
+ModelSpec one_moe_layer(Arch arch) {
+    auto s = one_layer(arch, false, arch == Arch::Qwen3Moe, false);
+    s.moe.num_experts = 2;
+    s.moe.topk = 1;
+    s.moe.ffn_hidden_size = 6;
+    if (arch == Arch::Qwen2Moe) {
+        s.qkv_bias = true;
+        s.moe.shared_ffn_hidden_size = 10;
+        s.moe.shared_expert_gate = true;
+    }
+    return s;
 }
 
 TEST(FamilyRegistry, LlamaUntiedWithoutBiases) {
@@ -178,6 +180,92 @@ TEST(FamilyRegistry, MistralIsLlamaWithASlidingWindow) {
     EXPECT_EQ(expand(s), expand(one_layer(Arch::Llama, false, false, false)));
     // Megatron's (4, 0) shows a query itself and 4 earlier keys; HF's sliding_window counts the query too.
     EXPECT_EQ(hf_config(s, nlohmann::json::object(), 16, DType::F32)["sliding_window"], 5);
+}
+
+TEST(FamilyRegistry, MixtralExpertsAfterTheirRouter) {
+    const Expected want{
+        {"model.embed_tokens.weight", {16, 8}},
+        {"model.layers.0.self_attn.q_proj.weight", {8, 8}},
+        {"model.layers.0.self_attn.k_proj.weight", {4, 8}},
+        {"model.layers.0.self_attn.v_proj.weight", {4, 8}},
+        {"model.layers.0.self_attn.o_proj.weight", {8, 8}},
+        {"model.layers.0.block_sparse_moe.gate.weight", {2, 8}},
+        {"model.layers.0.block_sparse_moe.experts.0.w1.weight", {6, 8}},
+        {"model.layers.0.block_sparse_moe.experts.0.w2.weight", {8, 6}},
+        {"model.layers.0.block_sparse_moe.experts.0.w3.weight", {6, 8}},
+        {"model.layers.0.block_sparse_moe.experts.1.w1.weight", {6, 8}},
+        {"model.layers.0.block_sparse_moe.experts.1.w2.weight", {8, 6}},
+        {"model.layers.0.block_sparse_moe.experts.1.w3.weight", {6, 8}},
+        {"model.layers.0.input_layernorm.weight", {8}},
+        {"model.layers.0.post_attention_layernorm.weight", {8}},
+        {"model.norm.weight", {8}},
+        {"lm_head.weight", {16, 8}},
+    };
+    const auto s = one_moe_layer(Arch::Mixtral);
+    EXPECT_EQ(expand(s), want);
+    EXPECT_EQ(family_of(Arch::Mixtral).refuses(s), "");
+    EXPECT_NE(family_of(Arch::Llama).refuses(s), "");  // the dense families refuse experts
+    const auto config = hf_config(s, nlohmann::json::object(), 16, DType::BF16);
+    EXPECT_EQ(config["num_local_experts"], 2);
+    EXPECT_EQ(config["intermediate_size"], 6);  // the experts' size: Mixtral has no dense MLP
+}
+
+TEST(FamilyRegistry, Qwen3MoeQkNormsAndExperts) {
+    const Expected want{
+        {"model.embed_tokens.weight", {16, 8}},
+        {"model.layers.0.self_attn.q_proj.weight", {8, 8}},
+        {"model.layers.0.self_attn.k_proj.weight", {4, 8}},
+        {"model.layers.0.self_attn.v_proj.weight", {4, 8}},
+        {"model.layers.0.self_attn.o_proj.weight", {8, 8}},
+        {"model.layers.0.self_attn.q_norm.weight", {2}},
+        {"model.layers.0.self_attn.k_norm.weight", {2}},
+        {"model.layers.0.mlp.gate.weight", {2, 8}},
+        {"model.layers.0.mlp.experts.0.gate_proj.weight", {6, 8}},
+        {"model.layers.0.mlp.experts.0.up_proj.weight", {6, 8}},
+        {"model.layers.0.mlp.experts.0.down_proj.weight", {8, 6}},
+        {"model.layers.0.mlp.experts.1.gate_proj.weight", {6, 8}},
+        {"model.layers.0.mlp.experts.1.up_proj.weight", {6, 8}},
+        {"model.layers.0.mlp.experts.1.down_proj.weight", {8, 6}},
+        {"model.layers.0.input_layernorm.weight", {8}},
+        {"model.layers.0.post_attention_layernorm.weight", {8}},
+        {"model.norm.weight", {8}},
+        {"lm_head.weight", {16, 8}},
+    };
+    EXPECT_EQ(expand(one_moe_layer(Arch::Qwen3Moe)), want);
+    EXPECT_EQ(family_of(Arch::Qwen3Moe).refuses(one_moe_layer(Arch::Qwen3Moe)), "");
+}
+
+TEST(FamilyRegistry, Qwen2MoeSharedExpertAndItsGate) {
+    const Expected want{
+        {"model.embed_tokens.weight", {16, 8}},
+        {"model.layers.0.self_attn.q_proj.weight", {8, 8}},
+        {"model.layers.0.self_attn.q_proj.bias", {8}},
+        {"model.layers.0.self_attn.k_proj.weight", {4, 8}},
+        {"model.layers.0.self_attn.k_proj.bias", {4}},
+        {"model.layers.0.self_attn.v_proj.weight", {4, 8}},
+        {"model.layers.0.self_attn.v_proj.bias", {4}},
+        {"model.layers.0.self_attn.o_proj.weight", {8, 8}},
+        {"model.layers.0.mlp.gate.weight", {2, 8}},
+        {"model.layers.0.mlp.experts.0.gate_proj.weight", {6, 8}},
+        {"model.layers.0.mlp.experts.0.up_proj.weight", {6, 8}},
+        {"model.layers.0.mlp.experts.0.down_proj.weight", {8, 6}},
+        {"model.layers.0.mlp.experts.1.gate_proj.weight", {6, 8}},
+        {"model.layers.0.mlp.experts.1.up_proj.weight", {6, 8}},
+        {"model.layers.0.mlp.experts.1.down_proj.weight", {8, 6}},
+        {"model.layers.0.mlp.shared_expert.gate_proj.weight", {10, 8}},
+        {"model.layers.0.mlp.shared_expert.up_proj.weight", {10, 8}},
+        {"model.layers.0.mlp.shared_expert.down_proj.weight", {8, 10}},
+        {"model.layers.0.mlp.shared_expert_gate.weight", {1, 8}},
+        {"model.layers.0.input_layernorm.weight", {8}},
+        {"model.layers.0.post_attention_layernorm.weight", {8}},
+        {"model.norm.weight", {8}},
+        {"lm_head.weight", {16, 8}},
+    };
+    const auto s = one_moe_layer(Arch::Qwen2Moe);
+    EXPECT_EQ(expand(s), want);
+    EXPECT_EQ(family_of(Arch::Qwen2Moe).refuses(s), "");
+    EXPECT_NE(family_of(Arch::Qwen3Moe).refuses(s), "");  // Qwen3-MoE has no shared expert
+    EXPECT_EQ(hf_config(s, nlohmann::json::object(), 16, DType::BF16)["shared_expert_intermediate_size"], 10);
 }
 
 TEST(FamilyRegistry, EachFamilyWritesItsArchitecture) {

@@ -9,173 +9,13 @@
 #include "common/error.hpp"
 #include "model/hf_config.hpp"
 #include "model/tensor_mapping.hpp"
+#include "simulated_checkpoint.hpp"
 
 using namespace m2h;
 using namespace m2h::model;
+using namespace m2h::testing;
 
 namespace {
-
-struct Dims {
-    std::uint64_t L = 4, H = 4, nq = 4, ng = 2, hd = 2, F = 6, V = 8;
-    int tp = 2, pp = 1, vpp = 1;
-    bool bias = true, qk = true, tied = true;
-};
-
-using Tensor = std::vector<float>;
-
-struct World {
-    std::map<std::string, Tensor> hf;
-    std::map<std::string, std::vector<std::uint64_t>> hf_shape;
-    plan::SourceIndex index;
-    Tensor memory;  // all source tensors back to back, "file" 0
-
-    void add_source(const std::string& key, const Tensor& data, std::vector<std::uint64_t> shape, int tp, int pp, int chunk) {
-        plan::SourceTensor t;
-        t.key = key;
-        t.dtype = DType::F32;
-        t.shape = std::move(shape);
-        t.offset = memory.size() * 4;
-        t.tp_rank = tp;
-        t.pp_rank = pp;
-        t.vpp_chunk = chunk;
-        memory.insert(memory.end(), data.begin(), data.end());
-        index.tensors.push_back(t);
-    }
-};
-
-Tensor rows_of(const Tensor& t, std::uint64_t cols, std::uint64_t begin, std::uint64_t count) {
-    return Tensor(t.begin() + static_cast<std::ptrdiff_t>(begin * cols), t.begin() + static_cast<std::ptrdiff_t>((begin + count) * cols));
-}
-
-Tensor cols_of(const Tensor& t, std::uint64_t rows, std::uint64_t cols, std::uint64_t begin, std::uint64_t count) {
-    Tensor out;
-    for (std::uint64_t r = 0; r < rows; ++r)
-        for (std::uint64_t c = begin; c < begin + count; ++c) out.push_back(t[r * cols + c]);
-    return out;
-}
-
-World make_world(const Dims& d) {
-    World w;
-    float next = 1;
-    auto make = [&](const std::string& name, std::vector<std::uint64_t> shape) {
-        const auto n = std::accumulate(shape.begin(), shape.end(), std::uint64_t{1}, std::multiplies<>());
-        Tensor t(n);
-        for (auto& x : t) x = next++;
-        w.hf[name] = t;
-        w.hf_shape[name] = shape;
-        return t;
-    };
-    const std::uint64_t G = d.nq / d.ng, t = static_cast<std::uint64_t>(d.tp), H = d.H;
-    const auto emb = make("model.embed_tokens.weight", {d.V, H});
-    for (int r = 0; r < d.tp; ++r)
-        w.add_source("embedding.word_embeddings.weight", rows_of(emb, H, r * d.V / t, d.V / t), {d.V / t, H}, r, 0, d.vpp > 1 ? 0 : -1);
-    const std::uint64_t per_chunk = d.L / static_cast<std::uint64_t>(d.pp * d.vpp);
-    for (std::uint64_t layer = 0; layer < d.L; ++layer) {
-        const std::uint64_t c = layer / (d.L / d.vpp), s = (layer % (d.L / d.vpp)) / per_chunk, local = layer % per_chunk;
-        const int chunk = d.vpp > 1 ? static_cast<int>(c) : -1;
-        const std::string p = "model.layers." + std::to_string(layer) + ".", m = "decoder.layers." + std::to_string(local) + ".";
-        auto src = [&](const std::string& key, const Tensor& data, std::vector<std::uint64_t> shape, int r) {
-            w.add_source(m + key, data, std::move(shape), r, static_cast<int>(s), chunk);
-        };
-        for (const bool bias : {false, true}) {
-            if (bias && !d.bias) break;
-            const std::uint64_t cols = bias ? 1 : H;
-            const std::string sfx = bias ? ".bias" : ".weight";
-            auto shape = [&](std::uint64_t rows) { return bias ? std::vector<std::uint64_t>{rows} : std::vector<std::uint64_t>{rows, H}; };
-            const auto q = make(p + "self_attn.q_proj" + sfx, shape(d.nq * d.hd));
-            const auto k = make(p + "self_attn.k_proj" + sfx, shape(d.ng * d.hd));
-            const auto v = make(p + "self_attn.v_proj" + sfx, shape(d.ng * d.hd));
-            Tensor fused;
-            for (std::uint64_t g = 0; g < d.ng; ++g)
-                for (const auto& part : {rows_of(q, cols, g * G * d.hd, G * d.hd), rows_of(k, cols, g * d.hd, d.hd), rows_of(v, cols, g * d.hd, d.hd)})
-                    fused.insert(fused.end(), part.begin(), part.end());
-            const std::uint64_t R = (d.nq + 2 * d.ng) * d.hd;
-            for (int r = 0; r < d.tp; ++r)
-                src(std::string("self_attention.linear_qkv") + sfx, rows_of(fused, cols, r * R / t, R / t), shape(R / t), r);
-            const auto gate = make(p + "mlp.gate_proj" + sfx, bias ? std::vector<std::uint64_t>{d.F} : std::vector<std::uint64_t>{d.F, H});
-            const auto up = make(p + "mlp.up_proj" + sfx, bias ? std::vector<std::uint64_t>{d.F} : std::vector<std::uint64_t>{d.F, H});
-            for (int r = 0; r < d.tp; ++r) {
-                auto fc1 = rows_of(gate, cols, r * d.F / t, d.F / t);
-                const auto u = rows_of(up, cols, r * d.F / t, d.F / t);
-                fc1.insert(fc1.end(), u.begin(), u.end());
-                src(std::string("mlp.linear_fc1") + sfx, fc1, shape(2 * d.F / t), r);
-            }
-        }
-        const auto o = make(p + "self_attn.o_proj.weight", {H, d.nq * d.hd});
-        const auto down = make(p + "mlp.down_proj.weight", {H, d.F});
-        for (int r = 0; r < d.tp; ++r) {
-            src("self_attention.linear_proj.weight", cols_of(o, H, d.nq * d.hd, r * d.nq * d.hd / t, d.nq * d.hd / t), {H, d.nq * d.hd / t}, r);
-            src("mlp.linear_fc2.weight", cols_of(down, H, d.F, r * d.F / t, d.F / t), {H, d.F / t}, r);
-        }
-        std::vector<std::pair<std::string, std::string>> replicated{
-            {"input_layernorm.weight", "self_attention.linear_qkv.layer_norm_weight"},
-            {"post_attention_layernorm.weight", "mlp.linear_fc1.layer_norm_weight"}};
-        if (d.bias) {
-            replicated.push_back({"self_attn.o_proj.bias", "self_attention.linear_proj.bias"});
-            replicated.push_back({"mlp.down_proj.bias", "mlp.linear_fc2.bias"});
-        }
-        for (const auto& [hf, meg] : replicated) {
-            const auto n = make(p + hf, {H});
-            for (int r = 0; r < d.tp; ++r) src(meg, n, {H}, r);
-        }
-        if (d.qk)
-            for (const auto& [hf, meg] : {std::pair{"self_attn.q_layernorm.weight", "self_attention.q_layernorm.weight"},
-                                          std::pair{"self_attn.k_layernorm.weight", "self_attention.k_layernorm.weight"}}) {
-                const auto n = make(p + hf, {d.hd});
-                for (int r = 0; r < d.tp; ++r) src(meg, n, {d.hd}, r);
-            }
-    }
-    const int last = d.pp - 1, last_chunk = d.vpp > 1 ? d.vpp - 1 : -1;
-    const auto norm = make("model.norm.weight", {H});
-    for (int r = 0; r < d.tp; ++r) w.add_source("decoder.final_layernorm.weight", norm, {H}, r, last, last_chunk);
-    if (!d.tied) {
-        const auto head = make("lm_head.weight", {d.V, H});
-        for (int r = 0; r < d.tp; ++r)
-            w.add_source("output_layer.weight", rows_of(head, H, r * d.V / t, d.V / t), {d.V / t, H}, r, last, last_chunk);
-    }
-    w.index.files = {plan::SourceFile{"memory"}};
-    w.index.args = {{"num_layers", d.L},
-                    {"hidden_size", d.H},
-                    {"num_attention_heads", d.nq},
-                    {"group_query_attention", d.ng != d.nq},
-                    {"num_query_groups", d.ng},
-                    {"kv_channels", d.hd},
-                    {"ffn_hidden_size", d.F},
-                    {"padded_vocab_size", d.V},
-                    {"tensor_model_parallel_size", d.tp},
-                    {"pipeline_model_parallel_size", d.pp},
-                    {"virtual_pipeline_model_parallel_size", d.vpp > 1 ? nlohmann::json(d.vpp) : nlohmann::json(nullptr)},
-                    {"swiglu", true},
-                    {"normalization", "RMSNorm"},
-                    {"position_embedding_type", "rope"},
-                    {"add_bias_linear", d.bias},
-                    {"qk_layernorm", d.qk},
-                    {"untie_embeddings_and_output_weights", !d.tied},
-                    {"bf16", false}};
-    return w;
-}
-
-std::map<std::string, Tensor> apply(const World& w, const Mapping& m) {
-    std::map<std::string, Tensor> out;
-    std::vector<Tensor> tensors;
-    for (const auto& t : m.outputs) tensors.emplace_back(t.nbytes() / 4, -1.0f);
-    for (const auto& c : m.copies) {
-        const auto base = w.index.tensors[c.src].offset / 4;
-        for (std::uint64_t r = 0; r < c.rows; ++r)
-            for (std::uint64_t k = 0; k < c.cols; ++k) {
-                const float v = w.memory[base + c.src_offset + r * c.src_pitch + k];
-                float& slot = tensors[c.dst][c.dst_offset + r * c.dst_pitch + k];
-                if (c.verify_only)
-                    EXPECT_EQ(slot, v);
-                else {
-                    EXPECT_EQ(slot, -1.0f) << "element written twice in " << m.outputs[c.dst].name;
-                    slot = v;
-                }
-            }
-    }
-    for (std::size_t i = 0; i < m.outputs.size(); ++i) out[m.outputs[i].name] = tensors[i];
-    return out;
-}
 
 void expect_round_trip(const Dims& d) {
     const auto w = make_world(d);
@@ -294,7 +134,7 @@ TEST(ModelSpec, AutoArchAndUnsupportedFeatures) {
     EXPECT_THROW(model_spec_from_args(args, {}, "t"), Error);
     for (const auto& [k, v] : std::vector<std::pair<std::string, nlohmann::json>>{
              {"normalization", "LayerNorm"}, {"swiglu", false}, {"position_embedding_type", "learned_absolute"},
-             {"num_experts", 8}, {"rotary_interleaved", true}, {"apply_layernorm_1p", true},
+             {"mtp_num_layers", 1}, {"rotary_interleaved", true}, {"apply_layernorm_1p", true},
              {"layernorm_zero_centered_gamma", true}, {"qk_l2_norm", true}, {"no_rope_freq", 4},
              {"rope_type", "yarn"}, {"window_size", {4096, 0}}}) {
         auto bad = w.index.args;

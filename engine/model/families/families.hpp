@@ -10,5 +10,8 @@ const Family& qwen2_family();
 const Family& qwen3_family();
 const Family& opensci_family();
 const Family& gptneox_family();
+const Family& mixtral_family();
+const Family& qwen2_moe_family();
+const Family& qwen3_moe_family();
 
 }  // namespace m2h::model

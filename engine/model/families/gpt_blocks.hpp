@@ -37,13 +37,13 @@ inline constexpr std::array kQkLayernorm{
     TensorRule{"decoder.layers.*.self_attention.k_layernorm.weight", Replicated, {HeadDim}, "model.layers.*.self_attn.k_layernorm.weight", Whole, QkLayernorm},
 };
 
-// SwiGLU: fc1 is the global [gate; up].
 // Qwen3's names for the same per-head q/k RMSNorm.
 inline constexpr std::array kQkNorm{
     TensorRule{"decoder.layers.*.self_attention.q_layernorm.weight", Replicated, {HeadDim}, "model.layers.*.self_attn.q_norm.weight", Whole, QkLayernorm},
     TensorRule{"decoder.layers.*.self_attention.k_layernorm.weight", Replicated, {HeadDim}, "model.layers.*.self_attn.k_norm.weight", Whole, QkLayernorm},
 };
 
+// SwiGLU: fc1 is the global [gate; up].
 inline constexpr std::array kSwiGluMlp{
     TensorRule{"decoder.layers.*.mlp.linear_fc1.weight", Gated, {GatedFfn, Hidden}, "model.layers.*.mlp.gate_proj.weight", Gate},
     TensorRule{"decoder.layers.*.mlp.linear_fc1.bias", Gated, {GatedFfn}, "model.layers.*.mlp.gate_proj.bias", Gate, LinearBias},
@@ -51,6 +51,14 @@ inline constexpr std::array kSwiGluMlp{
     TensorRule{"decoder.layers.*.mlp.linear_fc1.bias", Gated, {GatedFfn}, "model.layers.*.mlp.up_proj.bias", Up, LinearBias},
     TensorRule{"decoder.layers.*.mlp.linear_fc2.weight", Dim1, {Hidden, Ffn}, "model.layers.*.mlp.down_proj.weight"},
     TensorRule{"decoder.layers.*.mlp.linear_fc2.bias", Replicated, {Hidden}, "model.layers.*.mlp.down_proj.bias", Whole, LinearBias},
+};
+
+// Qwen's MoE block (Qwen2-MoE, Qwen3-MoE): the router as `gate`, then each routed expert as a SwiGLU MLP.
+inline constexpr std::array kQwenExperts{
+    TensorRule{"decoder.layers.*.mlp.router.weight", Replicated, {Experts, Hidden}, "model.layers.*.mlp.gate.weight"},
+    TensorRule{"decoder.layers.*.mlp.experts.*.linear_fc1.weight", Gated, {GatedExpertFfn, Hidden}, "model.layers.*.mlp.experts.*.gate_proj.weight", Gate},
+    TensorRule{"decoder.layers.*.mlp.experts.*.linear_fc1.weight", Gated, {GatedExpertFfn, Hidden}, "model.layers.*.mlp.experts.*.up_proj.weight", Up},
+    TensorRule{"decoder.layers.*.mlp.experts.*.linear_fc2.weight", Dim1, {Hidden, ExpertFfn}, "model.layers.*.mlp.experts.*.down_proj.weight"},
 };
 
 // The pre-attention and pre-MLP norms (TransformerEngine fuses them into the following linear layer).
@@ -65,12 +73,25 @@ inline constexpr std::array kFinal{
 };
 
 // What the Llama-derived HF classes hard-wire: RMSNorm, SwiGLU, RoPE over whole heads. Empty when the model has it.
-inline std::string llama_layout_refusal(const ModelSpec& s) {
+inline std::string llama_block_refusal(const ModelSpec& s) {
     if (s.norm != Norm::RMSNorm) return "normalization LayerNorm (this class has RMSNorm)";
     if (s.activation != Activation::SwiGLU) return "a non-gated MLP (swiglu is off; this class has SwiGLU)";
     if (s.rotary_percent != 1.0) return "rotary_percent " + std::to_string(s.rotary_percent) + " (partial rotary)";
-    if (s.window) return "window_size (sliding-window attention: mistral)";
     return {};
+}
+
+// ... with a dense MLP and full attention.
+inline std::string llama_layout_refusal(const ModelSpec& s) {
+    if (s.is_moe()) return "mixture of experts (num_experts: mixtral, qwen2_moe or qwen3_moe)";
+    if (s.window) return "window_size (sliding-window attention: mistral)";
+    return llama_block_refusal(s);
+}
+
+// ... with an MoE block on every layer and no linear biases (HF's MoE classes have none on their experts).
+inline std::string llama_moe_refusal(const ModelSpec& s) {
+    if (!s.is_moe()) return "a dense MLP (no num_experts)";
+    if (s.linear_bias) return "add_bias_linear (this MoE class has no linear biases)";
+    return llama_block_refusal(s);
 }
 
 }  // namespace m2h::model::blocks

@@ -48,6 +48,7 @@ void config(const ModelSpec& s, nlohmann::json& c) {
 }
 
 std::string refuses(const ModelSpec& s) {
+    if (s.is_moe()) return "mixture of experts (num_experts)";
     if (s.norm != Norm::LayerNorm) return "normalization RMSNorm (GPT-NeoX has LayerNorm)";
     if (s.activation != Activation::GeLU) return "an MLP that is not a plain GeLU";
     if (!s.linear_bias) return "no linear biases (GPT-NeoX has them everywhere)";
