@@ -14,7 +14,7 @@ constexpr std::uint64_t kMaxItemBytes = 1ull << 36;
 constexpr std::size_t kMaxOpenFiles = 64;
 }  // namespace
 
-SourceReader::SourceReader(const std::vector<plan::SourceFile>& files, std::uint64_t cache_bytes)
+SourceReader::SourceReader(const std::vector<tensors::SourceFile>& files, std::uint64_t cache_bytes)
     : files_(files), cache_bytes_(cache_bytes) {}
 
 const io::File& SourceReader::open(const std::string& path) {

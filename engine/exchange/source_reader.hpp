@@ -10,20 +10,20 @@
 #include <vector>
 
 #include "io/file.hpp"
-#include "plan/source_index.hpp"
+#include "tensors/source_index.hpp"
 
 namespace m2h::exchange {
 
 class SourceReader {
 public:
-    SourceReader(const std::vector<plan::SourceFile>& files, std::uint64_t cache_bytes);
+    SourceReader(const std::vector<tensors::SourceFile>& files, std::uint64_t cache_bytes);
     void read_at(std::uint32_t file, std::uint64_t offset, std::span<std::byte> out);
 
 private:
     const io::File& open(const std::string& path);
     const std::vector<std::byte>& decompressed(std::uint32_t file);
 
-    const std::vector<plan::SourceFile>& files_;
+    const std::vector<tensors::SourceFile>& files_;
     std::uint64_t cache_bytes_;
     using OpenFiles = std::list<std::pair<std::string, std::unique_ptr<io::File>>>;  // most recent first
     OpenFiles open_;

@@ -105,7 +105,7 @@ RoundLayout layout_round(const TransferPlan& plan, const plan::Round& round, int
 
 class Executor {
 public:
-    Executor(const Comm& comm, const TransferPlan& plan, const std::vector<plan::SourceFile>& sources,
+    Executor(const Comm& comm, const TransferPlan& plan, const std::vector<tensors::SourceFile>& sources,
              io::OutputSink& sink, const DescribeCopy& describe, std::uint64_t cache_bytes)
         : comm_(comm), plan_(plan), sources_(sources, cache_bytes), streamed_(sources, 0), sink_(sink),
           describe_(describe), streamed_pieces_(plan.pieces.size(), false), window_ranges_(plan.windows.size() + 1, 0) {
@@ -388,7 +388,7 @@ private:
 
 }  // namespace
 
-TransferStats execute_transfers(const Comm& comm, const TransferPlan& plan, const std::vector<plan::SourceFile>& sources,
+TransferStats execute_transfers(const Comm& comm, const TransferPlan& plan, const std::vector<tensors::SourceFile>& sources,
                                 io::OutputSink& sink, const DescribeCopy& describe, const RoundDone& round_done,
                                 std::uint64_t cache_bytes) {
     return Executor(comm, plan, sources, sink, describe, cache_bytes).run(round_done);

@@ -14,7 +14,7 @@
 
 #include "exchange/mpi_comm.hpp"
 #include "io/output_sink.hpp"
-#include "plan/source_index.hpp"
+#include "tensors/source_index.hpp"
 #include "plan/transfer_plan.hpp"
 
 namespace m2h::exchange {
@@ -33,7 +33,7 @@ using RoundDone = std::function<void(std::size_t round, std::uint64_t bytes_done
 
 // `cache_bytes` bounds the decompressed zstd items a rank keeps.
 TransferStats execute_transfers(const Comm& comm, const plan::TransferPlan& plan,
-                                const std::vector<plan::SourceFile>& sources, io::OutputSink& sink,
+                                const std::vector<tensors::SourceFile>& sources, io::OutputSink& sink,
                                 const DescribeCopy& describe, const RoundDone& round_done, std::uint64_t cache_bytes);
 
 }  // namespace m2h::exchange

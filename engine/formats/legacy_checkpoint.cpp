@@ -66,7 +66,7 @@ std::vector<LegacyRankFile> list_legacy_rank_files(const std::string& iteration_
     return files;
 }
 
-plan::SourceIndex index_legacy_rank_file(const LegacyRankFile& file, std::uint32_t file_index) {
+tensors::SourceIndex index_legacy_rank_file(const LegacyRankFile& file, std::uint32_t file_index) {
     io::File f(file.path, io::File::Mode::Read);
     io::FileRegion region(f);
     TorchArchive archive(region);
@@ -74,7 +74,7 @@ plan::SourceIndex index_legacy_rank_file(const LegacyRankFile& file, std::uint32
     if (!root || !root->is<pickle::Dict>())
         throw Error(file.path, "the checkpoint is a " + std::string(root ? root->kind() : "nothing") +
                                    ", expected a dict with args and model");
-    plan::SourceIndex index;
+    tensors::SourceIndex index;
     index.format = "torch";
     const auto args = pickle::get(*root, "args");
     if (!args) throw Error(file.path, "no `args` entry (not a Megatron checkpoint, or saved with --no-save-args?)");
@@ -120,7 +120,7 @@ plan::SourceIndex index_legacy_rank_file(const LegacyRankFile& file, std::uint32
                                 (obj ? "an object built by " + obj->cls.qualified() : std::string(v ? v->kind() : "nothing")));
             }
             const auto loc = archive.tensor_location(*tensor, *key);
-            plan::SourceTensor t;
+            tensors::SourceTensor t;
             t.key = *key;
             t.dtype = tensor->dtype;
             t.shape = tensor->size;
@@ -150,9 +150,9 @@ std::string rank_folder(int t, int s, int e, int pp, int ep) {
 
 }  // namespace
 
-plan::SourceIndex merge_legacy_indexes(std::vector<LegacyRankFile> files, std::vector<plan::SourceIndex> parts) {
+tensors::SourceIndex merge_legacy_indexes(std::vector<LegacyRankFile> files, std::vector<tensors::SourceIndex> parts) {
     if (files.empty() || parts.size() != files.size()) throw Error("index", "rank files and indexes disagree");
-    plan::SourceIndex index;
+    tensors::SourceIndex index;
     index.format = "torch";
     index.args = parts.front().args;
     index.iteration = parts.front().iteration;

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "plan/source_index.hpp"
+#include "tensors/source_index.hpp"
 
 namespace m2h::formats {
 
@@ -23,11 +23,11 @@ std::vector<LegacyRankFile> list_legacy_rank_files(const std::string& iteration_
 
 // Indexes one rank file: its args, iteration and every model tensor (file offset, dtype, shape), reading only
 // the zip directory, data.pkl and local headers, never tensor bytes. `file_index` is stored in each tensor.
-plan::SourceIndex index_legacy_rank_file(const LegacyRankFile& file, std::uint32_t file_index);
+tensors::SourceIndex index_legacy_rank_file(const LegacyRankFile& file, std::uint32_t file_index);
 
 // Joins per-file indexes (files in list order) and checks they describe one checkpoint: the TP x PP x EP grid is
 // complete and the model args agree. Reads the second number of a two-number folder name as the EP rank when the
 // args say PP 1 and EP > 1.
-plan::SourceIndex merge_legacy_indexes(std::vector<LegacyRankFile> files, std::vector<plan::SourceIndex> parts);
+tensors::SourceIndex merge_legacy_indexes(std::vector<LegacyRankFile> files, std::vector<tensors::SourceIndex> parts);
 
 }  // namespace m2h::formats

@@ -81,7 +81,7 @@ std::vector<std::pair<const DcpTensor*, const DcpChunk*>> model_chunks(const Dcp
     return out;
 }
 
-plan::SourceTensor index_dcp_chunk(const std::string& dir, const DcpTensor& tensor, const DcpChunk& chunk) {
+tensors::SourceTensor index_dcp_chunk(const std::string& dir, const DcpTensor& tensor, const DcpChunk& chunk) {
     const auto path = data_path(dir, chunk.storage, tensor.fqn);
     const bool zstd = is_zstd(chunk.storage, path, tensor.fqn);
     io::File file(path, io::File::Mode::Read);
@@ -100,7 +100,7 @@ plan::SourceTensor index_dcp_chunk(const std::string& dir, const DcpTensor& tens
     if (numel != expected)
         throw Error(where, "chunk holds " + std::to_string(numel) + " elements but .metadata says " + std::to_string(expected));
     const auto loc = archive.tensor_location(*t, tensor.fqn);
-    plan::SourceTensor s;
+    tensors::SourceTensor s;
     s.key = tensor.fqn;
     s.dtype = t->dtype;
     s.shape = chunk.sizes;  // the data is a row-major block of the chunk's sizes

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "formats/dcp_metadata.hpp"
-#include "plan/source_index.hpp"
+#include "tensors/source_index.hpp"
 
 namespace m2h::formats {
 
@@ -18,7 +18,7 @@ std::vector<std::pair<const DcpTensor*, const DcpChunk*>> model_chunks(const Dcp
 
 // Reads the embedded torch.save archive of one chunk (zip directory and data.pkl only) and returns where its
 // elements are. The caller sets `file`, the data file's index in its list.
-plan::SourceTensor index_dcp_chunk(const std::string& iteration_dir, const DcpTensor& tensor, const DcpChunk& chunk);
+tensors::SourceTensor index_dcp_chunk(const std::string& iteration_dir, const DcpTensor& tensor, const DcpChunk& chunk);
 
 // The saved Megatron args and iteration: common.pt when present (core <= 0.18), else the common_state item.
 struct CommonState {

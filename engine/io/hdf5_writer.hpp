@@ -54,7 +54,7 @@ struct Hdf5Attribute {
 
 struct Hdf5Contents {
     std::string group;                        // receives the tensors
-    const std::vector<plan::OutputTensor>* tensors = nullptr;  // one dataset each, created in this order
+    const std::vector<tensors::OutputTensor>* tensors = nullptr;  // one dataset each, created in this order
     std::vector<std::uint64_t> chunk_rows;    // per tensor (plan::hdf5_chunk_rows)
     std::optional<int> zstd_level;            // nullopt: no compression
     std::vector<Hdf5Attribute> attributes;    // of the group

@@ -13,8 +13,8 @@
 namespace m2h::model {
 namespace {
 
-using plan::SourceIndex;
-using plan::SourceTensor;
+using tensors::SourceIndex;
+using tensors::SourceTensor;
 
 // The local layer spec names its norms as separate modules; TransformerEngine's names (fused into the next linear
 // layer) are the ones the family tables use, and the ones torch_dist stores for both specs.
@@ -410,14 +410,14 @@ private:
 
 }  // namespace
 
-std::vector<std::optional<int>> file_stages(const plan::SourceIndex& index) {
+std::vector<std::optional<int>> file_stages(const tensors::SourceIndex& index) {
     std::vector<std::optional<int>> stage(index.files.size());
     for (const auto& t : index.tensors)
         if (t.file < stage.size()) stage[t.file] = t.pp_rank;
     return stage;
 }
 
-std::string expected_source(const ModelSpec& s, const plan::SourceIndex& index, const std::string& key) {
+std::string expected_source(const ModelSpec& s, const tensors::SourceIndex& index, const std::string& key) {
     if (index.files.empty()) return "checkpoint";
     const std::filesystem::path first(index.files.front().path);
     if (index.format == "torch_dist") return (first.parent_path() / ".metadata").string();
@@ -435,7 +435,7 @@ std::string expected_source(const ModelSpec& s, const plan::SourceIndex& index, 
     return first.parent_path().parent_path().string();  // the iteration folder
 }
 
-GlobalTensors global_tensors(const ModelSpec& spec, const plan::SourceIndex& index) {
+GlobalTensors global_tensors(const ModelSpec& spec, const tensors::SourceIndex& index) {
     Assembler a(spec, index);
     return index.format == "torch_dist" ? a.torch_dist() : a.legacy();
 }

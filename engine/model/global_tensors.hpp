@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "model/model_spec.hpp"
-#include "plan/source_index.hpp"
+#include "tensors/source_index.hpp"
 
 namespace m2h::model {
 
@@ -38,13 +38,13 @@ struct GlobalTensors {
 
 // Throws m2h::Error naming the file and key for unknown tensors (never silently dropped), pipeline layouts that
 // disagree with the args, and chunks that overlap, leave gaps, or fall outside their tensor.
-GlobalTensors global_tensors(const ModelSpec& spec, const plan::SourceIndex& index);
+GlobalTensors global_tensors(const ModelSpec& spec, const tensors::SourceIndex& index);
 
 // For messages about a key the checkpoint lacks: the file that should have held it (DCP: `.metadata`; legacy:
 // a rank file of the pipeline stage the key belongs to, else the iteration folder).
-std::string expected_source(const ModelSpec& spec, const plan::SourceIndex& index, const std::string& key);
+std::string expected_source(const ModelSpec& spec, const tensors::SourceIndex& index, const std::string& key);
 
 // The pipeline stage of each source file, from the tensors it holds (none for a file without tensors).
-std::vector<std::optional<int>> file_stages(const plan::SourceIndex& index);
+std::vector<std::optional<int>> file_stages(const tensors::SourceIndex& index);
 
 }  // namespace m2h::model

@@ -14,7 +14,7 @@ using Shape = std::vector<std::uint64_t>;
 
 class Builder {
 public:
-    Builder(const ModelSpec& spec, const plan::SourceIndex& index, const MappingOptions& options)
+    Builder(const ModelSpec& spec, const tensors::SourceIndex& index, const MappingOptions& options)
         : s_(spec), family_(family_of(spec.arch)), index_(index), options_(options) {}
 
     Mapping build() {
@@ -95,7 +95,7 @@ private:
 
     const ModelSpec& s_;
     const Family& family_;
-    const plan::SourceIndex& index_;
+    const tensors::SourceIndex& index_;
     const MappingOptions& options_;
     GlobalTensors global_;
     std::set<std::string> consumed_;
@@ -104,7 +104,7 @@ private:
 
 }  // namespace
 
-Mapping map_tensors(const ModelSpec& spec, const plan::SourceIndex& index, const MappingOptions& options) {
+Mapping map_tensors(const ModelSpec& spec, const tensors::SourceIndex& index, const MappingOptions& options) {
     return Builder(spec, index, options).build();
 }
 

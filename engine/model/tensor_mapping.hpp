@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "model/model_spec.hpp"
-#include "plan/safetensors_layout.hpp"
-#include "plan/source_index.hpp"
+#include "tensors/output_tensor.hpp"
+#include "tensors/source_index.hpp"
 
 namespace m2h::model {
 
@@ -33,7 +33,7 @@ struct MappingOptions {
 };
 
 struct Mapping {
-    std::vector<plan::OutputTensor> outputs;  // state-dict order of the HF model
+    std::vector<tensors::OutputTensor> outputs;  // state-dict order of the HF model
     std::vector<TensorCopy> copies;
     std::vector<std::string> ignored;         // source keys deliberately not written, with the reason
     std::uint64_t vocab_size = 0;             // rows written for the embedding
@@ -41,6 +41,6 @@ struct Mapping {
 
 // Throws m2h::Error naming the tensor for a missing shard, a shape that disagrees with the args, a source
 // tensor that maps to nothing, or inconsistent pipeline layer counts.
-Mapping map_tensors(const ModelSpec& spec, const plan::SourceIndex& index, const MappingOptions& options);
+Mapping map_tensors(const ModelSpec& spec, const tensors::SourceIndex& index, const MappingOptions& options);
 
 }  // namespace m2h::model

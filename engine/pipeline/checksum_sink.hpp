@@ -14,7 +14,7 @@ namespace m2h::pipeline {
 
 class ChecksumSink final : public io::OutputSink {
 public:
-    ChecksumSink(io::OutputSink& inner, const plan::OutputLayout& layout, const std::vector<plan::OutputTensor>& tensors)
+    ChecksumSink(io::OutputSink& inner, const plan::OutputLayout& layout, const std::vector<tensors::OutputTensor>& tensors)
         : inner_(inner), layout_(layout), tensors_(tensors) {}
 
     void write_round(std::size_t round, std::span<const io::WindowBytes> windows) override {
@@ -57,7 +57,7 @@ private:
 
     io::OutputSink& inner_;
     const plan::OutputLayout& layout_;
-    const std::vector<plan::OutputTensor>& tensors_;
+    const std::vector<tensors::OutputTensor>& tensors_;
     std::mutex adding_;
     std::map<std::thread::id, std::vector<Segment>> segments_;  // per writing thread
 };

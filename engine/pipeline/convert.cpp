@@ -69,7 +69,7 @@ json from_bytes(const std::vector<std::byte>& b) {
 }
 
 // Each rank indexes every size-th rank file; the parts are gathered and merged identically everywhere.
-plan::SourceIndex index_legacy(const Comm& comm, const std::string& iteration_dir) {
+tensors::SourceIndex index_legacy(const Comm& comm, const std::string& iteration_dir) {
     const json listing = from_root(comm, [&] {
         json files = json::array();
         for (const auto& f : formats::list_legacy_rank_files(iteration_dir))
@@ -82,22 +82,22 @@ plan::SourceIndex index_legacy(const Comm& comm, const std::string& iteration_di
     json mine = json::array();
     collective(comm, [&] {
         for (std::size_t i = static_cast<std::size_t>(comm.rank()); i < files.size(); i += static_cast<std::size_t>(comm.size()))
-            mine.push_back({{"i", i}, {"index", plan::to_json(formats::index_legacy_rank_file(files[i], static_cast<std::uint32_t>(i)))}});
+            mine.push_back({{"i", i}, {"index", tensors::to_json(formats::index_legacy_rank_file(files[i], static_cast<std::uint32_t>(i)))}});
     });
-    std::vector<plan::SourceIndex> parts(files.size());
+    std::vector<tensors::SourceIndex> parts(files.size());
     for (const auto& bytes : comm.all_gather(to_bytes(mine)))
-        for (const auto& part : from_bytes(bytes)) parts[part["i"].get<std::size_t>()] = plan::source_index_from_json(part["index"]);
-    plan::SourceIndex index;
+        for (const auto& part : from_bytes(bytes)) parts[part["i"].get<std::size_t>()] = tensors::source_index_from_json(part["index"]);
+    tensors::SourceIndex index;
     collective(comm, [&] { index = formats::merge_legacy_indexes(files, std::move(parts)); });
     return index;
 }
 
 // Every rank parses .metadata (one file); the model chunks' embedded archives are indexed rank-strided and gathered.
-plan::SourceIndex index_torch_dist(const Comm& comm, const std::string& dir) {
+tensors::SourceIndex index_torch_dist(const Comm& comm, const std::string& dir) {
     formats::DcpMetadata metadata;
     collective(comm, [&] { metadata = formats::read_dcp_metadata(dir); });
     const auto chunks = formats::model_chunks(metadata);
-    plan::SourceIndex index;
+    tensors::SourceIndex index;
     index.format = "torch_dist";
     // Plain items are read in place from their data file; a zstd item is a source of its own.
     std::map<std::pair<std::string, std::uint64_t>, std::uint32_t> file_index;
@@ -119,12 +119,12 @@ plan::SourceIndex index_torch_dist(const Comm& comm, const std::string& dir) {
         for (std::size_t i = static_cast<std::size_t>(comm.rank()); i < chunks.size(); i += static_cast<std::size_t>(comm.size())) {
             auto s = formats::index_dcp_chunk(dir, *chunks[i].first, *chunks[i].second);
             s.file = file_index.at(file_key(chunks[i].second->storage));
-            mine.push_back({{"i", i}, {"t", plan::to_json(s)}});
+            mine.push_back({{"i", i}, {"t", tensors::to_json(s)}});
         }
     });
     index.tensors.resize(chunks.size());
     for (const auto& bytes : comm.all_gather(to_bytes(mine)))
-        for (const auto& part : from_bytes(bytes)) index.tensors[part["i"].get<std::size_t>()] = plan::source_tensor_from_json(part["t"]);
+        for (const auto& part : from_bytes(bytes)) index.tensors[part["i"].get<std::size_t>()] = tensors::source_tensor_from_json(part["t"]);
     const json common = from_root(comm, [&] {
         const auto c = formats::read_common_state(dir, metadata);
         return json{{"args", c.args}, {"iteration", c.iteration}};
@@ -216,7 +216,7 @@ json options_json(const ConvertOptions& o) {
 // Gathers every writer's checksummed segments on rank 0, which writes the manifest; with --verify every rank
 // then re-reads its share of the files and checks them against it.
 void write_manifest_and_verify(const Comm& comm, const ConvertOptions& options, const std::vector<Segment>& mine,
-                               const plan::OutputLayout& layout, const std::vector<plan::OutputTensor>& tensors,
+                               const plan::OutputLayout& layout, const std::vector<tensors::OutputTensor>& tensors,
                                const Provenance& provenance, const std::string& dir) {
     json local = json::array();
     for (const auto& s : mine) local.push_back({s.tensor, s.offset, s.length, s.crc});
@@ -269,7 +269,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
 
     // index
     collective(comm, [&] { fault_point(comm.rank(), "index"); });
-    const plan::SourceIndex index =
+    const tensors::SourceIndex index =
         where["format"] == "torch_dist" ? index_torch_dist(comm, iteration_dir) : index_legacy(comm, iteration_dir);
 
     // plan (pure, the same on every rank)

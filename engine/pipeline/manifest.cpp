@@ -13,7 +13,7 @@ namespace m2h::pipeline {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::vector<Segment> window_segments(const plan::OutputLayout& layout, const std::vector<plan::OutputTensor>& tensors,
+std::vector<Segment> window_segments(const plan::OutputLayout& layout, const std::vector<tensors::OutputTensor>& tensors,
                                      const plan::Window& window) {
     std::vector<Segment> out;
     const auto& file = layout.files.at(window.file);
@@ -26,7 +26,7 @@ std::vector<Segment> window_segments(const plan::OutputLayout& layout, const std
     return out;
 }
 
-std::vector<std::uint32_t> tensor_checksums(std::vector<Segment> segments, const std::vector<plan::OutputTensor>& tensors) {
+std::vector<std::uint32_t> tensor_checksums(std::vector<Segment> segments, const std::vector<tensors::OutputTensor>& tensors) {
     std::sort(segments.begin(), segments.end(), [](const Segment& a, const Segment& b) {
         return a.tensor != b.tensor ? a.tensor < b.tensor : a.offset < b.offset;
     });
@@ -42,7 +42,7 @@ std::vector<std::uint32_t> tensor_checksums(std::vector<Segment> segments, const
     return crc;
 }
 
-json make_manifest(const Provenance& p, const plan::OutputLayout& layout, const std::vector<plan::OutputTensor>& tensors,
+json make_manifest(const Provenance& p, const plan::OutputLayout& layout, const std::vector<tensors::OutputTensor>& tensors,
                    const std::vector<std::uint32_t>& crcs) {
     json files = json::object();
     json entries = json::object();

@@ -25,10 +25,10 @@ struct Segment {
 };
 
 // Pure: the stretches of tensors that `window` covers (CRCs left 0), in file order.
-std::vector<Segment> window_segments(const plan::OutputLayout& layout, const std::vector<plan::OutputTensor>& tensors,
+std::vector<Segment> window_segments(const plan::OutputLayout& layout, const std::vector<tensors::OutputTensor>& tensors,
                                      const plan::Window& window);
 // Per-tensor CRC from all ranks' segments; every byte of every tensor must be covered exactly once.
-std::vector<std::uint32_t> tensor_checksums(std::vector<Segment> segments, const std::vector<plan::OutputTensor>& tensors);
+std::vector<std::uint32_t> tensor_checksums(std::vector<Segment> segments, const std::vector<tensors::OutputTensor>& tensors);
 
 struct Provenance {
     std::string source_path;
@@ -38,7 +38,7 @@ struct Provenance {
 };
 
 nlohmann::json make_manifest(const Provenance& provenance, const plan::OutputLayout& layout,
-                             const std::vector<plan::OutputTensor>& tensors, const std::vector<std::uint32_t>& crcs);
+                             const std::vector<tensors::OutputTensor>& tensors, const std::vector<std::uint32_t>& crcs);
 
 // Re-reads every file listed in DIR's manifest, applies the reference safetensors reader's rules, and checks
 // each tensor's dtype, shape and CRC. `only_files`: check just these file names (for splitting the work over

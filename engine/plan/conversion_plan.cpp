@@ -2,7 +2,7 @@
 
 namespace m2h::plan {
 
-ConversionPlan make_conversion_plan(const SourceIndex& index, const model::Mapping& mapping,
+ConversionPlan make_conversion_plan(const tensors::SourceIndex& index, const model::Mapping& mapping,
                                     std::uint64_t max_shard_size, const PlanLimits& limits,
                                     const std::vector<std::uint64_t>& cut_rows) {
     ConversionPlan plan;

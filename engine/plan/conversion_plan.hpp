@@ -5,7 +5,7 @@
 
 #include "model/tensor_mapping.hpp"
 #include "plan/safetensors_layout.hpp"
-#include "plan/source_index.hpp"
+#include "tensors/source_index.hpp"
 #include "plan/transfer_plan.hpp"
 
 namespace m2h::plan {
@@ -19,7 +19,7 @@ struct ConversionPlan {
 
 // `cut_rows`, when given, holds one count per output tensor: windows cut that tensor only at multiples of
 // that many rows (HDF5 chunks, plan/hdf5_layout.hpp) instead of at any row.
-ConversionPlan make_conversion_plan(const SourceIndex& index, const model::Mapping& mapping,
+ConversionPlan make_conversion_plan(const tensors::SourceIndex& index, const model::Mapping& mapping,
                                     std::uint64_t max_shard_size, const PlanLimits& limits,
                                     const std::vector<std::uint64_t>& cut_rows = {});
 

@@ -9,15 +9,15 @@
 
 namespace m2h::plan {
 
-std::uint64_t tensor_rows(const OutputTensor& t) { return t.shape.empty() ? 1 : t.shape[0]; }
+std::uint64_t tensor_rows(const tensors::OutputTensor& t) { return t.shape.empty() ? 1 : t.shape[0]; }
 
-std::uint64_t tensor_row_bytes(const OutputTensor& t) {
+std::uint64_t tensor_row_bytes(const tensors::OutputTensor& t) {
     std::uint64_t b = dtype_size(t.dtype);
     for (std::size_t d = 1; d < t.shape.size(); ++d) b *= t.shape[d];
     return b;
 }
 
-std::vector<std::uint64_t> hdf5_chunk_rows(const std::vector<OutputTensor>& tensors, std::uint64_t target_bytes) {
+std::vector<std::uint64_t> hdf5_chunk_rows(const std::vector<tensors::OutputTensor>& tensors, std::uint64_t target_bytes) {
     std::vector<std::uint64_t> rows;
     rows.reserve(tensors.size());
     for (const auto& t : tensors) {
@@ -27,7 +27,7 @@ std::vector<std::uint64_t> hdf5_chunk_rows(const std::vector<OutputTensor>& tens
     return rows;
 }
 
-Hdf5Writes hdf5_writes(const TransferPlan& plan, const OutputLayout& layout, const std::vector<OutputTensor>& tensors) {
+Hdf5Writes hdf5_writes(const TransferPlan& plan, const OutputLayout& layout, const std::vector<tensors::OutputTensor>& tensors) {
     // Tensors by (file, offset), to find those a window overlaps.
     std::map<std::pair<std::size_t, std::uint64_t>, std::uint32_t> at;
     for (std::uint32_t i = 0; i < tensors.size(); ++i)

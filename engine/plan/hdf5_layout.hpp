@@ -12,12 +12,12 @@
 namespace m2h::plan {
 
 // Rows along dim 0 (1 for a 0-d tensor) and the bytes of one such row.
-std::uint64_t tensor_rows(const OutputTensor& t);
-std::uint64_t tensor_row_bytes(const OutputTensor& t);
+std::uint64_t tensor_rows(const tensors::OutputTensor& t);
+std::uint64_t tensor_row_bytes(const tensors::OutputTensor& t);
 
 // Rows per chunk for each tensor: as many whole rows as fit in `target_bytes`, at least one, at most the
 // tensor's rows.
-std::vector<std::uint64_t> hdf5_chunk_rows(const std::vector<OutputTensor>& tensors, std::uint64_t target_bytes);
+std::vector<std::uint64_t> hdf5_chunk_rows(const std::vector<tensors::OutputTensor>& tensors, std::uint64_t target_bytes);
 
 struct WindowSegment {
     std::uint32_t tensor = 0;       // index into the tensor list
@@ -33,6 +33,6 @@ struct Hdf5Writes {
     std::vector<std::vector<WindowSegment>> segments;    // per window
     std::vector<std::vector<std::uint32_t>> round_tensors;  // per round
 };
-Hdf5Writes hdf5_writes(const TransferPlan& plan, const OutputLayout& layout, const std::vector<OutputTensor>& tensors);
+Hdf5Writes hdf5_writes(const TransferPlan& plan, const OutputLayout& layout, const std::vector<tensors::OutputTensor>& tensors);
 
 }  // namespace m2h::plan

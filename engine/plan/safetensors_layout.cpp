@@ -76,7 +76,7 @@ std::string shard_file_name(std::size_t index, std::size_t count) {
 }
 
 // Orders one file's tensors as safetensors' prepare() does, lays their data out back to back, and renders the header.
-void build_file(const std::vector<OutputTensor>& tensors, const std::vector<std::uint64_t>& sizes, OutputFile& file,
+void build_file(const std::vector<tensors::OutputTensor>& tensors, const std::vector<std::uint64_t>& sizes, OutputFile& file,
                 std::size_t file_index, std::vector<TensorPlacement>& placement) {
     std::sort(file.tensors.begin(), file.tensors.end(), [&](std::size_t a, std::size_t b) {
         if (tensors[a].dtype != tensors[b].dtype) return tensors[a].dtype > tensors[b].dtype;
@@ -87,7 +87,7 @@ void build_file(const std::vector<OutputTensor>& tensors, const std::vector<std:
     std::vector<std::uint64_t> data_offset(file.tensors.size());
     std::uint64_t cursor = 0;
     for (std::size_t k = 0; k < file.tensors.size(); ++k) {
-        const OutputTensor& t = tensors[file.tensors[k]];
+        const tensors::OutputTensor& t = tensors[file.tensors[k]];
         const std::uint64_t begin = cursor;
         cursor += sizes[file.tensors[k]];  // cannot overflow: the total was checked by the caller
         data_offset[k] = begin;
@@ -121,14 +121,7 @@ void build_file(const std::vector<OutputTensor>& tensors, const std::vector<std:
 
 }  // namespace
 
-std::uint64_t OutputTensor::nbytes() const {
-    std::uint64_t n = dtype_size(dtype);
-    for (const std::uint64_t d : shape)
-        if (__builtin_mul_overflow(n, d, &n)) throw Error(name, "tensor byte size overflows 64 bits");
-    return n;
-}
-
-OutputLayout layout_safetensors(const std::vector<OutputTensor>& tensors, std::uint64_t max_shard_size) {
+OutputLayout layout_safetensors(const std::vector<tensors::OutputTensor>& tensors, std::uint64_t max_shard_size) {
     if (max_shard_size == 0) throw Error("", "maximum shard size must be positive");
     if (tensors.empty()) throw Error("", "no tensors to write");
 
@@ -136,7 +129,7 @@ OutputLayout layout_safetensors(const std::vector<OutputTensor>& tensors, std::u
     std::vector<std::uint64_t> sizes(tensors.size());
     OutputLayout layout;
     for (std::size_t i = 0; i < tensors.size(); ++i) {
-        const OutputTensor& t = tensors[i];
+        const tensors::OutputTensor& t = tensors[i];
         if (t.name.empty()) throw Error("", "empty tensor name");
         // The reader would take it for the metadata entry and fail to parse it as a string map.
         if (t.name == "__metadata__") throw Error(t.name, "reserved tensor name");

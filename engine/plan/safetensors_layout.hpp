@@ -8,15 +8,9 @@
 #include <vector>
 
 #include "common/dtype.hpp"
+#include "tensors/output_tensor.hpp"
 
 namespace m2h::plan {
-
-struct OutputTensor {
-    std::string name;                  // "model.layers.0.self_attn.q_proj.weight"
-    DType dtype;
-    std::vector<std::uint64_t> shape;
-    std::uint64_t nbytes() const;
-};
 
 struct OutputFile {
     std::string name;                  // "model.safetensors" or "model-00001-of-00003.safetensors"
@@ -38,6 +32,6 @@ struct OutputLayout {
 };
 
 // `tensors` in state-dict order (that order decides the shards); names must be unique.
-OutputLayout layout_safetensors(const std::vector<OutputTensor>& tensors, std::uint64_t max_shard_size);
+OutputLayout layout_safetensors(const std::vector<tensors::OutputTensor>& tensors, std::uint64_t max_shard_size);
 
 }  // namespace m2h::plan

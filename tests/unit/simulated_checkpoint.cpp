@@ -22,7 +22,7 @@ public:
             for (int r = 0; r < d_.tp; ++r)
                 dense("output_layer.weight", rows_of(head, H, r * d_.V / t_, d_.V / t_), {d_.V / t_, H}, r, last, last_chunk);
         }
-        w_.index.files = {plan::SourceFile{"memory"}};
+        w_.index.files = {tensors::SourceFile{"memory"}};
         w_.index.args = args();
         return std::move(w_);
     }

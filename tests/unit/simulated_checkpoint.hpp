@@ -34,12 +34,12 @@ using Tensor = std::vector<float>;
 struct World {
     std::map<std::string, Tensor> hf;
     std::map<std::string, std::vector<std::uint64_t>> hf_shape;
-    plan::SourceIndex index;
+    tensors::SourceIndex index;
     Tensor memory;  // all source tensors back to back, "file" 0
 
     void add_source(const std::string& key, const Tensor& data, std::vector<std::uint64_t> shape, int tp, int pp, int chunk,
                     int ep = 0) {
-        plan::SourceTensor t;
+        tensors::SourceTensor t;
         t.key = key;
         t.dtype = DType::F32;
         t.shape = std::move(shape);

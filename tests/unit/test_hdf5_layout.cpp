@@ -12,6 +12,7 @@
 
 using namespace m2h;
 using namespace m2h::plan;
+using namespace m2h::tensors;
 
 namespace {
 

@@ -160,7 +160,7 @@ TEST(LegacyRankFiles, TwoNumbersAreExpertRanksWhenPpIsOne) {
                                  {"expert_model_parallel_size", 2}, {"num_experts", 4}};
     std::vector<formats::LegacyRankFile> files{{"/c/iter_0000001/mp_rank_00_000/model_optim_rng.pt", 0, 0, 0, 2},
                                                {"/c/iter_0000001/mp_rank_00_001/model_optim_rng.pt", 0, 1, 0, 2}};
-    std::vector<plan::SourceIndex> parts(2);
+    std::vector<tensors::SourceIndex> parts(2);
     for (std::size_t i = 0; i < 2; ++i) {
         parts[i].args = args;
         parts[i].tensors.push_back({});

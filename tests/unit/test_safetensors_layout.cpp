@@ -18,7 +18,7 @@ using m2h::DType;
 using m2h::plan::layout_safetensors;
 using m2h::plan::OutputFile;
 using m2h::plan::OutputLayout;
-using m2h::plan::OutputTensor;
+using m2h::tensors::OutputTensor;
 
 // What the reference reader (safetensors::SafeTensors::read_metadata + Metadata::validate) would accept, checked
 // without reusing any of the writer's code. Also checks the writer-side conventions the reader does not enforce:

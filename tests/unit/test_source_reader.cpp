@@ -14,7 +14,7 @@
 
 namespace fs = std::filesystem;
 using m2h::exchange::SourceReader;
-using m2h::plan::SourceFile;
+using m2h::tensors::SourceFile;
 
 namespace {
 

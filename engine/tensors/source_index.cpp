@@ -1,8 +1,8 @@
-#include "plan/source_index.hpp"
+#include "tensors/source_index.hpp"
 
 #include "common/error.hpp"
 
-namespace m2h::plan {
+namespace m2h::tensors {
 
 std::string SourceFile::name() const {
     if (!zstd) return path;
@@ -66,4 +66,4 @@ SourceIndex source_index_from_json(const nlohmann::json& j) {
     return index;
 }
 
-}  // namespace m2h::plan
+}  // namespace m2h::tensors

@@ -9,7 +9,7 @@
 
 #include "common/dtype.hpp"
 
-namespace m2h::plan {
+namespace m2h::tensors {
 
 struct SourceTensor {
     std::string key;                    // as saved, e.g. "decoder.layers.1.mlp.linear_fc1.weight"
@@ -52,4 +52,4 @@ SourceTensor source_tensor_from_json(const nlohmann::json& j);
 nlohmann::json to_json(const SourceIndex& index);
 SourceIndex source_index_from_json(const nlohmann::json& j);
 
-}  // namespace m2h::plan
+}  // namespace m2h::tensors
