@@ -4,9 +4,13 @@
 #include <charconv>
 #include <cmath>
 #include <filesystem>
+#include <functional>
+#include <numeric>
 #include <regex>
 
 #include "common/error.hpp"
+#include "model/family.hpp"
+#include "model/model_spec.hpp"
 
 namespace m2h::launch {
 namespace {
@@ -136,27 +140,46 @@ int parallel_size(const TrainingLog& log, const std::string& name) {
 
 }  // namespace
 
-std::optional<std::uint64_t> estimate_parameters(const TrainingLog& log) {
-    const auto L = arg_u64(log, "num_layers"), h = arg_u64(log, "hidden_size");
-    if (!L || !h || *h == 0) return std::nullopt;
-    const std::uint64_t heads = arg_u64(log, "num_attention_heads").value_or(1);
-    const std::uint64_t groups = arg_true(log, "group_query_attention", false)
-                                     ? arg_u64(log, "num_query_groups").value_or(heads)
-                                     : heads;
-    const std::uint64_t d = arg_u64(log, "kv_channels").value_or(heads ? *h / heads : *h);
-    const std::uint64_t ffn = arg_u64(log, "ffn_hidden_size").value_or(4 * *h);
-    const std::uint64_t fc1_rows = arg_true(log, "swiglu", false) ? 2 * ffn : ffn;
-    const bool bias = arg_true(log, "add_bias_linear", true);
-    const bool qk_norm = arg_true(log, "qk_layernorm", false);
-    const bool tied = !arg_true(log, "untie_embeddings_and_output_weights", false);
-    const std::uint64_t vocab = log.padded_vocab ? *log.padded_vocab
-                                                 : arg_u64(log, "padded_vocab_size").value_or(arg_u64(log, "vocab_size").value_or(0));
+namespace {
 
-    const std::uint64_t qkv_rows = (heads + 2 * groups) * d;
-    std::uint64_t layer = *h * qkv_rows + heads * d * *h + *h * fc1_rows + ffn * *h + 2 * *h;
-    if (bias) layer += qkv_rows + *h + fc1_rows + *h;
-    if (qk_norm) layer += 2 * d;
-    return *L * layer + vocab * *h * (tied ? 1 : 2) + *h;
+// A value of the arguments block as Megatron printed it (str() of the Namespace attribute), as JSON: True, False,
+// None, numbers, tuples and lists of them; anything else is a string.
+nlohmann::json python_value(std::string_view v) {
+    v = trim(v);
+    if (v == "True" || v == "False") return v == "True";
+    if (v == "None") return nullptr;
+    if (auto i = to_number<std::int64_t>(v)) return *i;
+    if (auto d = to_number<double>(v)) return *d;
+    if (v.size() >= 2 && ((v.front() == '(' && v.back() == ')') || (v.front() == '[' && v.back() == ']'))) {
+        auto items = nlohmann::json::array();
+        for (auto rest = v.substr(1, v.size() - 2); !trim(rest).empty();) {
+            const auto comma = rest.find(',');
+            items.push_back(python_value(rest.substr(0, comma)));
+            if (comma == std::string_view::npos) break;
+            rest.remove_prefix(comma + 1);
+        }
+        return items;
+    }
+    return std::string(v);
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> estimate_parameters(const TrainingLog& log) {
+    auto args = nlohmann::json::object();
+    for (const auto& [name, value] : log.args) args[name] = python_value(value);
+    if (log.padded_vocab) args["padded_vocab_size"] = *log.padded_vocab;
+    if (!args.contains("padded_vocab_size") && args.contains("vocab_size")) args["padded_vocab_size"] = args["vocab_size"];
+    // The engine's own reading of the args and the family's table: what the conversion will write.
+    try {
+        const auto spec = model::model_spec_from_args(args, {}, "training log");
+        std::uint64_t total = 0;
+        for (const auto& t : model::hf_tensors(model::family_of(spec.arch), spec))
+            total += std::accumulate(t.shape.begin(), t.shape.end(), std::uint64_t{1}, std::multiplies<>());
+        return total;
+    } catch (const Error&) {
+        return std::nullopt;  // a model the engine refuses: the log's own total, if it printed one
+    }
 }
 
 RunInfo describe_run(const TrainingLog& log, const std::string& log_path) {

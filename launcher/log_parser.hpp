@@ -44,8 +44,9 @@ struct RunInfo {
 // Throws m2h::Error(log_path, ...) when the log names no checkpoint root.
 RunInfo describe_run(const TrainingLog& log, const std::string& log_path);
 
-// Parameter count from the arguments block (GQA, SwiGLU, biases, qk-norm, tied embeddings); nullopt without
-// num_layers and hidden_size. Only used to size jobs, so small terms may be approximate.
+// Parameter count of the Hugging Face model the engine will write: the arguments block read as the engine reads
+// a checkpoint's args, summed over the family's tensor table (experts included). nullopt for a model the engine
+// would refuse or a block without the sizes.
 std::optional<std::uint64_t> estimate_parameters(const TrainingLog& log);
 
 }  // namespace m2h::launch

@@ -136,3 +136,33 @@ TEST(LauncherLogParser, ParameterEstimateFallsBackToTheTotalLine) {
     EXPECT_EQ(run.parameters, 400'000'000u);
     EXPECT_EQ(run.model_bytes, 1'600'000'000u);  // no bf16 argument: 4 bytes
 }
+
+TEST(LauncherLogParser, ParameterEstimateCountsEveryExpert) {
+    // Mixtral-style, 2 layers of hidden 8, 4 heads in 2 groups of head dim 2, 4 experts of FFN 6, untied vocab 32.
+    // Per layer: q 64 + k 32 + v 32 + o 64, router 4 x 8, experts 4 x 3 x 6 x 8, two norms of 8: 816.
+    // Embedding and output layer 2 x 32 x 8, final norm 8: 2 x 816 + 520 = 2152.
+    const auto log = parse_training_log(args_block({{"num_layers", "2"},
+                                                    {"hidden_size", "8"},
+                                                    {"num_attention_heads", "4"},
+                                                    {"group_query_attention", "True"},
+                                                    {"num_query_groups", "2"},
+                                                    {"kv_channels", "2"},
+                                                    {"ffn_hidden_size", "16"},
+                                                    {"num_experts", "4"},
+                                                    {"moe_ffn_hidden_size", "6"},
+                                                    {"moe_router_topk", "2"},
+                                                    {"moe_layer_freq", "1"},
+                                                    {"window_size", "None"},
+                                                    {"swiglu", "True"},
+                                                    {"add_bias_linear", "False"},
+                                                    {"normalization", "RMSNorm"},
+                                                    {"untie_embeddings_and_output_weights", "True"},
+                                                    {"padded_vocab_size", "32"},
+                                                    {"save", "/ckpt"}}));
+    EXPECT_EQ(estimate_parameters(log), 2152u);
+    auto sliding = log;
+    sliding.args["window_size"] = "(4, 0)";  // as Python prints the tuple: Mixtral with a sliding window
+    EXPECT_EQ(estimate_parameters(sliding), 2152u);
+    sliding.args["moe_router_score_function"] = "sigmoid";  // routing the engine refuses: no estimate from args
+    EXPECT_EQ(estimate_parameters(sliding), std::nullopt);
+}
