@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
-#include <tuple>
 #include <optional>
+#include <tuple>
 #include <set>
 
 #include "common/error.hpp"
@@ -26,14 +26,17 @@ std::string_view canonical_suffix(std::string_view suffix) {
     return suffix;
 }
 
+// Where a routed expert's index is: in the key as the file's local index (legacy files), in the key as the global
+// index (torch_dist saved with singleton local shards), or an axis of the tensor (torch_dist).
+enum class ExpertIndex { None, Local, Global, Axis };
+
 // What a stored layer key is in the family's terms: the rule's suffix ("mlp.experts.*.linear_fc1.weight" for a
-// routed expert's tensor), how TP cuts it, and the expert index the key itself carries (a legacy file's local
-// index; none for torch_dist, whose expert index is an axis of the tensor).
+// routed expert's tensor), how TP cuts it, and where the expert index is.
 struct LayerRole {
     std::string suffix;
     Split split = Split::Replicated;
-    bool expert = false;
-    std::optional<std::uint64_t> local_expert;
+    ExpertIndex expert = ExpertIndex::None;
+    std::uint64_t expert_index = 0;  // Local or Global
     std::string key(std::int64_t layer, std::uint64_t expert_index) const;
 };
 
@@ -45,31 +48,31 @@ std::optional<std::uint64_t> index_number(std::string_view digits) {
     return n;
 }
 
-// The three spellings of a routed expert's tensor: SequentialMLP's local_experts.J.linear_fc1.weight,
-// TEGroupedMLP's linear_fc1.weightJ (legacy files), and torch_dist's experts.linear_fc1.weight with an expert axis.
-std::optional<std::pair<std::string, std::optional<std::uint64_t>>> expert_suffix(std::string_view suffix) {
+// The spellings of a routed expert's tensor: SequentialMLP's local_experts.J.linear_fc1.weight and TEGroupedMLP's
+// linear_fc1.weightJ (legacy files), torch_dist's experts.linear_fc1.weight with an expert axis, or its
+// experts.N.linear_fc1.weight (singleton local shards). The suffix after the expert, where its index is, the index.
+std::optional<std::tuple<std::string, ExpertIndex, std::uint64_t>> expert_suffix(std::string_view suffix) {
     constexpr std::string_view experts = "mlp.experts.";
     if (!suffix.starts_with(experts)) return std::nullopt;
     auto rest = suffix.substr(experts.size());
-    if (rest.starts_with("experts.")) return std::pair{std::string(rest.substr(8)), std::nullopt};
-    if (rest.starts_with("local_experts.")) {
-        rest = rest.substr(14);
-        const auto dot = rest.find('.');
-        const auto j = dot == std::string_view::npos ? std::nullopt : index_number(rest.substr(0, dot));
-        if (!j) return std::nullopt;
-        return std::pair{std::string(rest.substr(dot + 1)), j};
-    }
+    if (rest.starts_with("experts.")) return std::tuple{std::string(rest.substr(8)), ExpertIndex::Axis, 0};
+    const bool local = rest.starts_with("local_experts.");
+    if (local) rest = rest.substr(14);
+    if (const auto dot = rest.find('.'); dot != std::string_view::npos)
+        if (auto n = index_number(rest.substr(0, dot)))
+            return std::tuple{std::string(rest.substr(dot + 1)), local ? ExpertIndex::Local : ExpertIndex::Global, *n};
+    if (local) return std::nullopt;
     const auto digits = rest.find_last_not_of("0123456789") + 1;
     if (digits == rest.size()) return std::nullopt;
-    return std::pair{std::string(rest.substr(0, digits)), index_number(rest.substr(digits))};
+    return std::tuple{std::string(rest.substr(0, digits)), ExpertIndex::Local, *index_number(rest.substr(digits))};
 }
 
 std::optional<LayerRole> layer_role(const ModelSpec& s, std::string_view suffix) {
     LayerRole role;
     if (auto e = expert_suffix(suffix)) {
-        role.suffix = "mlp.experts.*." + e->first;
-        role.expert = true;
-        role.local_expert = e->second;
+        role.suffix = "mlp.experts.*." + std::get<0>(*e);
+        role.expert = std::get<1>(*e);
+        role.expert_index = std::get<2>(*e);
     } else {
         role.suffix = std::string(canonical_suffix(suffix));
     }
@@ -163,11 +166,12 @@ public:
             std::string key;
             bool expert = false;
             if (auto lk = split_layer_key(t.key); lk && lk->layer) {
-                if (auto role = layer_role(s_, lk->suffix); role && (!role->expert || role->local_expert)) {
+                auto role = layer_role(s_, lk->suffix);
+                if (role && (role->expert == ExpertIndex::None || role->expert == ExpertIndex::Local)) {
                     split = role->split;
-                    expert = role->expert;
+                    expert = role->expert == ExpertIndex::Local;
                     key = role->key(offsets.at({std::max(t.vpp_chunk, 0), t.pp_rank}) + *lk->layer,
-                                    expert ? global_expert(t, *role->local_expert) : 0);
+                                    expert ? global_expert(t, role->expert_index) : 0);
                 }
             } else if (auto role = global_key(s_, t.key)) {
                 split = role->second;
@@ -201,7 +205,7 @@ public:
                 continue;
             }
             const auto role = layer_role(s_, lk->suffix);
-            if (!role || role->local_expert) throw unknown(index_, t);
+            if (!role || role->expert == ExpertIndex::Local) throw unknown(index_, t);
             add_dcp_layers(i, t, *role, lk->layer);
         }
         finish();
@@ -253,12 +257,13 @@ private:
     // A torch_dist chunk of a layer tensor. Its leading axes are the layer (stacked keys, no layer in the name) and
     // the expert (routed experts): each (layer, expert) slice of the chunk is a contiguous block of one tensor.
     void add_dcp_layers(std::uint32_t i, const SourceTensor& t, const LayerRole& role, std::optional<std::int64_t> layer) {
-        const std::size_t lead = (layer ? 0 : 1) + (role.expert ? 1 : 0);
+        const bool expert_axis = role.expert == ExpertIndex::Axis;
+        const std::size_t lead = (layer ? 0 : 1) + (expert_axis ? 1 : 0);
         if (t.shape.size() <= lead) throw Error(where(index_, t), "too few dimensions for a layer tensor");
         if (!layer && t.global_shape[0] != s_.num_layers)
             throw Error(where(index_, t), "stacked layer axis of " + std::to_string(t.global_shape[0]) +
                                               " but args.num_layers is " + std::to_string(s_.num_layers));
-        if (role.expert && t.global_shape[lead - 1] != s_.moe.num_experts)
+        if (expert_axis && t.global_shape[lead - 1] != s_.moe.num_experts)
             throw Error(where(index_, t), "expert axis of " + std::to_string(t.global_shape[lead - 1]) +
                                               " but args.num_experts is " + std::to_string(s_.moe.num_experts));
         const std::vector<std::uint64_t> inner(t.shape.begin() + static_cast<std::ptrdiff_t>(lead), t.shape.end());
@@ -266,11 +271,11 @@ private:
         const std::vector<std::uint64_t> off(t.global_offset.begin() + static_cast<std::ptrdiff_t>(lead), t.global_offset.end());
         std::uint64_t per_slice = 1;
         for (auto d : inner) per_slice *= d;
-        const std::uint64_t layers = layer ? 1 : t.shape[0], experts = role.expert ? t.shape[lead - 1] : 1;
+        const std::uint64_t layers = layer ? 1 : t.shape[0], experts = expert_axis ? t.shape[lead - 1] : 1;
         for (std::uint64_t l = 0; l < layers; ++l)
             for (std::uint64_t e = 0; e < experts; ++e) {
                 const auto global_layer = layer ? *layer : static_cast<std::int64_t>(t.global_offset[0] + l);
-                const auto global_expert = role.expert ? t.global_offset[lead - 1] + e : 0;
+                const auto global_expert = expert_axis ? t.global_offset[lead - 1] + e : role.expert_index;
                 add_dcp(role.key(global_layer, global_expert), i, t, inner, ginner, off, (l * experts + e) * per_slice);
             }
     }

@@ -15,6 +15,8 @@ OLDEST_AND_NEWEST = ("0.14.0", "0.19.2")
 
 DIMS = ["--layers", "4", "--hidden", "64", "--heads", "4", "--ffn", "128", "--vocab", "128"]
 LLAMA = ["--model", "llama"] + DIMS
+MOE = DIMS + ["--kv-heads", "2", "--experts", "4", "--topk", "2", "--moe-ffn", "48"]
+QWEN2_MOE_RELEASES = ("0.16.1", "0.19.2")
 OPENSCI = ["--model", "opensci"] + DIMS
 
 CASES = {
@@ -46,6 +48,21 @@ CASES = {
     "gptneox_tp2_pp2_rotary_half_fp32": Case(["--model", "gptneox"] + DIMS + ["--tp", "2", "--pp", "2",
                                                                           "--rotary-percent", "0.5", "--dtype", "fp32"],
                                              3, True, False, False, OLDEST_AND_NEWEST),
+    # Mixtral: 4 experts, top 2, TP 2 x PP 2 x EP 2 (8 writer ranks: the expert grid needs 2 data-parallel ranks);
+    # legacy folders mp_rank_TT_PPP_EEE, experts TP-sharded as [gate_r; up_r].
+    "mixtral_tp2_pp2_ep2_fp32": Case(["--model", "mixtral"] + MOE + ["--tp", "2", "--pp", "2", "--ep", "2",
+                                                                   "--dtype", "fp32"], 3, True, True, True,
+                                     OLDEST_AND_NEWEST),
+    # Qwen3-MoE: q/k norms and experts, PP 2 x EP 2 (legacy folders mp_rank_00_PPP_EEE).
+    "qwen3_moe_tp1_pp2_ep2_fp32": Case(["--model", "qwen3_moe"] + MOE + ["--tp", "1", "--pp", "2", "--ep", "2",
+                                                                       "--dtype", "fp32"], 2, True, False, True,
+                                       OLDEST_AND_NEWEST),
+    # Qwen2-MoE: q/k/v biases, experts and a gated shared expert, TP 2 x EP 2 with PP 1 (legacy folders
+    # mp_rank_TT_EEE), bf16.
+    "qwen2_moe_tp2_pp1_ep2_shared_bf16": Case(["--model", "qwen2_moe"] + MOE + ["--shared-ffn", "64", "--tp", "2",
+                                                                              "--pp", "1", "--ep", "2", "--dtype",
+                                                                              "bf16"], 3, True, False, True,
+                                              QWEN2_MOE_RELEASES),
     # Open-Sci: qk-layernorm, linear and QKV biases, tied embeddings, TP 2 x PP 2.
     "opensci_tp2_pp2_bf16": Case(OPENSCI + ["--tp", "2", "--pp", "2", "--dtype", "bf16"], 4, False, True),
 }
