@@ -49,22 +49,31 @@ std::optional<std::uint64_t> index_number(std::string_view digits) {
 }
 
 // The spellings of a routed expert's tensor: SequentialMLP's local_experts.J.linear_fc1.weight and TEGroupedMLP's
-// linear_fc1.weightJ (legacy files), torch_dist's experts.linear_fc1.weight with an expert axis, or its
+// linear_fc1.weightJ (legacy files); torch_dist's experts.linear_fc1.weight with an expert axis, or
 // experts.N.linear_fc1.weight (singleton local shards). The suffix after the expert, where its index is, the index.
 std::optional<std::tuple<std::string, ExpertIndex, std::uint64_t>> expert_suffix(std::string_view suffix) {
     constexpr std::string_view experts = "mlp.experts.";
     if (!suffix.starts_with(experts)) return std::nullopt;
     auto rest = suffix.substr(experts.size());
-    if (rest.starts_with("experts.")) return std::tuple{std::string(rest.substr(8)), ExpertIndex::Axis, 0};
-    const bool local = rest.starts_with("local_experts.");
-    if (local) rest = rest.substr(14);
-    if (const auto dot = rest.find('.'); dot != std::string_view::npos)
-        if (auto n = index_number(rest.substr(0, dot)))
-            return std::tuple{std::string(rest.substr(dot + 1)), local ? ExpertIndex::Local : ExpertIndex::Global, *n};
-    if (local) return std::nullopt;
+    const auto numbered = [](std::string_view r) -> std::optional<std::pair<std::uint64_t, std::string_view>> {
+        const auto dot = r.find('.');
+        if (dot == std::string_view::npos) return std::nullopt;
+        if (auto n = index_number(r.substr(0, dot))) return std::pair{*n, r.substr(dot + 1)};
+        return std::nullopt;
+    };
+    if (rest.starts_with("experts.")) {
+        rest.remove_prefix(8);
+        if (auto n = numbered(rest)) return std::tuple{std::string(n->second), ExpertIndex::Global, n->first};
+        return std::tuple{std::string(rest), ExpertIndex::Axis, 0};
+    }
+    if (rest.starts_with("local_experts.")) {
+        if (auto n = numbered(rest.substr(14))) return std::tuple{std::string(n->second), ExpertIndex::Local, n->first};
+        return std::nullopt;
+    }
     const auto digits = rest.find_last_not_of("0123456789") + 1;
-    if (digits == rest.size()) return std::nullopt;
-    return std::tuple{std::string(rest.substr(0, digits)), ExpertIndex::Local, *index_number(rest.substr(digits))};
+    const auto j = index_number(rest.substr(digits));
+    if (!j) return std::nullopt;
+    return std::tuple{std::string(rest.substr(0, digits)), ExpertIndex::Local, *j};
 }
 
 std::optional<LayerRole> layer_role(const ModelSpec& s, std::string_view suffix) {

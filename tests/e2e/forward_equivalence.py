@@ -319,10 +319,11 @@ def hf_moe(cfg, h, p, linear):
     top, index = torch.topk(probs, cfg["num_experts_per_tok"], dim=-1)
     if cfg["model_type"] == "mixtral" or cfg.get("norm_topk_prob", False):
         top = top / top.sum(dim=-1, keepdim=True)
-    experts = torch.stack([
-        linear(torch.nn.functional.silu(linear(h, f"{prefix}experts.{e}.{gate}")) * linear(h, f"{prefix}experts.{e}.{up}"),
-               f"{prefix}experts.{e}.{down}")
-        for e in range(cfg[count])])  # [E, seq, H]: every expert on every token, then the chosen ones
+    def expert(e):
+        name = f"{prefix}experts.{e}."
+        return linear(torch.nn.functional.silu(linear(h, name + gate)) * linear(h, name + up), name + down)
+
+    experts = torch.stack([expert(e) for e in range(cfg[count])])  # [E, seq, H]: every expert, then the chosen
     tokens = torch.arange(h.shape[0])
     out = sum(top[:, k, None] * experts[index[:, k], tokens] for k in range(index.shape[1]))
     if cfg["model_type"] == "qwen2_moe":

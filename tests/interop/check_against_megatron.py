@@ -1,18 +1,21 @@
 #!/usr/bin/python3
 """Check a converted HF folder against what real megatron-core wrote and computed (no transformers needed).
 
-    check_against_megatron.py --hf OUT --generated GEN [--tolerance 1e-4] [--swap qk|gate_up --expect-mismatch]
+    check_against_megatron.py --hf OUT --generated GEN [--tolerance 1e-4] [--swap qk|gate_up|experts --expect-mismatch]
                               [--report FILE.json]
 
-GEN is a folder made by megatron_writer.py. Three checks:
+GEN is a folder made by megatron_writer.py. Mixture-of-Experts outputs (config.json model_type mixtral, qwen3_moe,
+qwen2_moe) are mapped with the names Mixtral-8x7B, Qwen3-30B-A3B and Qwen1.5-MoE-A2.7B publish, and the forward runs
+their sparse blocks as transformers does (forward_equivalence.hf_moe). Three checks:
   1. bit-exact tensors: the HF tensors are derived here from GEN/truth/global.safetensors (Megatron's own global
      state dict, Megatron names) with a mapping written independently of the engine; the output must hold exactly
      that set of names, each with the same dtype, shape and bytes;
   2. logits: the project's HF-convention forward (tests/e2e/forward_equivalence.py, float32) on the output over
      GEN/reference/input_ids.npy, max abs difference to Megatron's logits_fp32.npy <= --tolerance;
   3. greedy: 4 greedy steps from the prompt with that forward equal Megatron's tokens (greedy.json).
---swap qk|gate_up corrupts the loaded weights in memory (forward_equivalence.apply_swap) and skips check 1, since
-the logits must catch it on their own; with --expect-mismatch the exit status is 0 only when they do.
+--swap qk|gate_up|experts corrupts the loaded weights in memory (forward_equivalence.apply_swap; experts: the first
+and the last expert of every MoE layer exchanged) and skips check 1, since the logits must catch it on their own;
+with --expect-mismatch the exit status is 0 only when they do.
 Exit status: 0 pass, 1 mismatch, 2 unusable input.
 """
 
@@ -51,6 +54,12 @@ QWEN3_RENAMES = {
     "self_attention.q_layernorm.weight": "self_attn.q_norm.weight",
     "self_attention.k_layernorm.weight": "self_attn.k_norm.weight",
 }
+# Mixture of Experts: the router, SequentialMLP's local_experts.J (global J in the truth), Qwen2-MoE's shared expert.
+EXPERT_RE = re.compile(r"^mlp\.experts\.local_experts\.(\d+)\.linear_fc([12])\.weight$")
+MOE_BLOCK = {"mixtral": "block_sparse_moe", "qwen2_moe": "mlp", "qwen3_moe": "mlp"}
+# (gate, up, down) of one expert: Mixtral's w1 / w3 / w2, the Qwen-MoE names otherwise.
+EXPERT_NAMES = {"mixtral": ("w1", "w3", "w2"), "qwen2_moe": ("gate_proj", "up_proj", "down_proj"),
+                "qwen3_moe": ("gate_proj", "up_proj", "down_proj")}
 GLOBAL_RENAMES = {
     "embedding.word_embeddings.weight": "model.embed_tokens.weight",
     "output_layer.weight": "lm_head.weight",
@@ -77,33 +86,81 @@ def split_qkv(t, heads, groups):
             blocks[:, G + 1].reshape(groups * hd, *rest).contiguous())
 
 
-def map_layer_tensor(suffix, t, model):
-    """[(HF suffix, tensor)] for one Megatron layer tensor."""
+def split_gate_up(t, rows, what):
+    """fc1 rows are [gate (rows); up (rows)] in the global (TP-gathered) layout."""
+    if t.shape[0] != 2 * rows:
+        raise InputError(f"{what} has {t.shape[0]} rows, expected 2 * {rows}")
+    return t[:rows].contiguous(), t[rows:].contiguous()
+
+
+def map_moe_tensor(suffix, t, model, family):
+    """[(HF suffix, tensor)] for a Megatron MoE layer tensor, or None when it is not one."""
+    block = MOE_BLOCK[family]
+    gate, up, down = EXPERT_NAMES[family]
+    m = EXPERT_RE.match(suffix)
+    if m:
+        j, fc = m.groups()
+        if int(j) >= model["experts"]:
+            raise InputError(f"{suffix}: expert {j} of {model['experts']}")
+        prefix = f"{block}.experts.{j}."
+        if fc == "2":
+            return [(f"{prefix}{down}.weight", t)]
+        g, u = split_gate_up(t, model["moe_ffn"], suffix)
+        return [(f"{prefix}{gate}.weight", g), (f"{prefix}{up}.weight", u)]
+    if suffix == "mlp.router.weight":
+        return [(f"{block}.gate.weight", t)]
+    if family == "qwen2_moe":
+        if suffix == "mlp.shared_experts.linear_fc1.weight":
+            g, u = split_gate_up(t, model["shared_ffn"], suffix)
+            return [("mlp.shared_expert.gate_proj.weight", g), ("mlp.shared_expert.up_proj.weight", u)]
+        if suffix == "mlp.shared_experts.linear_fc2.weight":
+            return [("mlp.shared_expert.down_proj.weight", t)]
+        if suffix == "mlp.shared_experts.gate_weight":
+            return [("mlp.shared_expert_gate.weight", t)]
+    return None
+
+
+def map_layer_tensor(suffix, t, model, family=None):
+    """[(HF suffix, tensor)] for one Megatron layer tensor. family: the output's MoE model_type, or None."""
+    if family in MOE_BLOCK:
+        pairs = map_moe_tensor(suffix, t, model, family)
+        if pairs is not None:
+            return pairs
     kind = suffix.rsplit(".", 1)[-1]  # weight | bias
     if suffix.startswith("self_attention.linear_qkv.") and kind in ("weight", "bias"):
         q, k, v = split_qkv(t, model["heads"], model["kv_heads"])
         return [(f"self_attn.q_proj.{kind}", q), (f"self_attn.k_proj.{kind}", k), (f"self_attn.v_proj.{kind}", v)]
     if suffix.startswith("mlp.linear_fc1.") and kind in ("weight", "bias"):
-        # fc1 rows are [gate (ffn rows); up (ffn rows)] in the global (TP-gathered) layout.
-        if t.shape[0] != 2 * model["ffn"]:
-            raise InputError(f"linear_fc1.{kind} has {t.shape[0]} rows, expected 2 * ffn = {2 * model['ffn']}")
-        return [(f"mlp.gate_proj.{kind}", t[:model["ffn"]].contiguous()),
-                (f"mlp.up_proj.{kind}", t[model["ffn"]:].contiguous())]
-    if suffix in QWEN3_RENAMES and model["model"] == "qwen3":
+        g, u = split_gate_up(t, model["ffn"], f"linear_fc1.{kind}")
+        return [(f"mlp.gate_proj.{kind}", g), (f"mlp.up_proj.{kind}", u)]
+    if suffix in QWEN3_RENAMES and model["model"] in ("qwen3", "qwen3_moe"):
         return [(QWEN3_RENAMES[suffix], t)]
     if suffix in LAYER_RENAMES:
         return [(LAYER_RENAMES[suffix], t)]
     raise InputError(f"no HF mapping for Megatron layer tensor {suffix!r}")
 
 
-def expected_hf(truth, model):
+def moe_family(cfg, model):
+    """The output's MoE family (config.json model_type), cross-checked against the model Megatron wrote."""
+    family = cfg.get("model_type")
+    written = model["model"] if model.get("experts") else None
+    if family in MOE_BLOCK or written:
+        if family != written:
+            raise InputError(f"config.json model_type {family!r}, but Megatron wrote {written or 'a dense model'} "
+                             f"({model['model']})")
+        return family
+    return None
+
+
+def expected_hf(truth, model, family=None):
     """{HF name: (tensor, Megatron source name)} for the whole truth state dict."""
     out, layers = {}, set()
     for name, t in truth.items():
         m = LAYER_RE.match(name)
         if m:
             layers.add(int(m.group(1)))
-            pairs = [(f"model.layers.{m.group(1)}.{s}", v) for s, v in map_layer_tensor(m.group(2), t, model)]
+            pairs = [(f"model.layers.{m.group(1)}.{s}", v)
+                     for s, v in map_layer_tensor(m.group(2), t, model, family)]
         elif name in GLOBAL_RENAMES:
             pairs = [(GLOBAL_RENAMES[name], t)]
         else:
@@ -196,10 +253,11 @@ def compare(a):
     report = {"hf": a.hf, "generated": a.generated, "megatron": model, "swap": a.swap}
     problems = []
     cfg, T = load_hf(a.hf)
+    family = moe_family(cfg, model)
     if a.swap:
         apply_swap(cfg, T, a.swap)  # the bit-exact step would trivially catch it; the logits must do so alone
     else:
-        expected = expected_hf(load_truth(a.generated), model)
+        expected = expected_hf(load_truth(a.generated), model, family)
         n, nbytes = compare_tensors(expected, T, problems)
         report.update(tensors_expected=len(expected), tensors_output=len(T), tensors_bit_exact=n, bytes_compared=nbytes)
     with torch.no_grad():
@@ -238,7 +296,7 @@ def main(argv=None):
     p.add_argument("--hf", required=True, help="converted HF folder (config.json + safetensors)")
     p.add_argument("--generated", required=True, help="folder made by megatron_writer.py (truth/, reference/)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference of the float32 logits")
-    p.add_argument("--swap", choices=["qk", "gate_up"], help="corrupt the loaded weights in memory")
+    p.add_argument("--swap", choices=["qk", "gate_up", "experts"], help="corrupt the loaded weights in memory")
     p.add_argument("--expect-mismatch", action="store_true", help="exit 0 only when the logits check fails")
     p.add_argument("--report", help="write the measured numbers to this JSON file")
     a = p.parse_args(argv)

@@ -1,14 +1,17 @@
 """Load a converted folder with real transformers and compare it with what real Megatron computed.
 
-    python check_transformers.py --hf OUT --reference GEN/reference [--tolerance 1e-4] [--swap qk|gate_up]
+    python check_transformers.py --hf OUT --reference GEN/reference [--tolerance 1e-4] [--swap qk|gate_up|experts]
                                  [--expect-mismatch] [--report FILE.json]
 
 Passes when AutoModelForCausalLM.from_pretrained reports no missing, unexpected or mismatched keys, the float32
 logits are within --tolerance (max abs) of Megatron's float32 logits, the greedy tokens equal Megatron's, and,
 for bf16/fp16 checkpoints, the logits computed in that dtype are within --native-tolerance of Megatron's.
 
---swap exchanges q/k (the first kv rows of q_proj with k_proj) or gate/up in every layer after loading: a wrong
-mapping that the comparison must catch. With --expect-mismatch the script exits 0 only when it does.
+--swap exchanges q/k (the first kv rows of q_proj with k_proj), gate/up or (MoE) the first and the last expert in
+every layer after loading: a wrong mapping that the comparison must catch. With --expect-mismatch the script exits
+0 only when it does. For MoE models (Mixtral, Qwen2-MoE, Qwen3-MoE) gate/up is swapped in every expert, as
+transformers holds them after loading (fused per layer: experts.gate_up_proj [E, 2F, H], gate rows first), and in
+the shared expert where there is one.
 Exit status: 0 pass, 1 mismatch, 2 unusable input.
 """
 
@@ -39,11 +42,63 @@ def swap(model, what):
                 tmp = q[:n].clone()
                 q[:n] = k
                 k.copy_(tmp)
+            elif what == "gate_up":
+                if not swap_gate_up(mlp_of(layer)):
+                    raise ValueError(f"--swap gate_up: no gate/up projections in {type(layer).__name__}")
             else:
-                g, u = layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight
-                tmp = g.clone()
-                g.copy_(u)
-                u.copy_(tmp)
+                swap_experts(mlp_of(layer))
+
+
+def mlp_of(layer):
+    mlp = getattr(layer, "mlp", None)
+    return mlp if mlp is not None else layer.block_sparse_moe  # Mixtral before transformers 5
+
+
+def swap_experts(mlp):
+    """Exchange the first and the last expert (all their weights; the router row stays): what a wrong global
+    expert index (EP rank x E/EP + j) would do."""
+    experts = getattr(mlp, "experts", None)
+    if experts is None:
+        raise ValueError("--swap experts: not an MoE model")
+    if hasattr(experts, "gate_up_proj"):
+        for w in (experts.gate_up_proj, experts.down_proj):
+            exchange(w[0], w[-1])
+    else:
+        for a, b in zip(experts[0].parameters(), experts[-1].parameters()):
+            exchange(a, b)
+
+
+def exchange(a, b):
+    tmp = a.clone()
+    a.copy_(b)
+    b.copy_(tmp)
+
+
+def swap_gate_up(mlp):
+    """Exchange gate and up in a dense MLP, in every expert of an MoE block and in its shared expert.
+    Returns how many projections were swapped."""
+    swapped = 0
+    if hasattr(mlp, "gate_proj") and hasattr(mlp, "up_proj"):
+        exchange(mlp.gate_proj.weight, mlp.up_proj.weight)
+        swapped += 1
+    experts = getattr(mlp, "experts", None)
+    if experts is not None and hasattr(experts, "gate_up_proj"):
+        # Fused at load: [E, 2F, H], the gate rows then the up rows of each expert (chunked on the output dim).
+        w = experts.gate_up_proj
+        if getattr(experts, "is_transposed", False):
+            raise ValueError("--swap gate_up: transposed fused experts are not handled")
+        f = w.shape[1] // 2
+        exchange(w[:, :f], w[:, f:])
+        swapped += 1
+    elif experts is not None:  # one module per expert (transformers before fused experts)
+        for expert in experts:
+            gate, up = ("gate_proj", "up_proj") if hasattr(expert, "gate_proj") else ("w1", "w3")
+            exchange(getattr(expert, gate).weight, getattr(expert, up).weight)
+            swapped += 1
+    shared = getattr(mlp, "shared_expert", None)
+    if shared is not None:
+        swapped += swap_gate_up(shared)
+    return swapped
 
 
 def greedy(model, prompt, n):
@@ -109,7 +164,7 @@ def main(argv=None):
     p.add_argument("--reference", required=True)
     p.add_argument("--tolerance", type=float, default=1e-4)
     p.add_argument("--native-tolerance", type=float, default=0.05)
-    p.add_argument("--swap", choices=["qk", "gate_up"])
+    p.add_argument("--swap", choices=["qk", "gate_up", "experts"])
     p.add_argument("--expect-mismatch", action="store_true")
     p.add_argument("--report")
     a = p.parse_args(argv)

@@ -8,7 +8,19 @@
   IndexError, uncaught, when there is no GPU to compile for): the toolkit is hidden from torch.utils.cpp_extension.
 - The CUDA RNG tracker's `fork()` (dropout regions) reads CUDA RNG state: an inference tracker makes it a no-op;
   dropout is off in every model written here, so no random stream is consumed there.
+
+Mixture-of-Experts (moe_cpu_patch, applied by patch()):
+- The alltoall token dispatcher and the shared-expert overlap order their work with CUDA streams and events
+  (`torch.cuda.Stream`, `Event`, `current_stream`, `stream`, `Tensor.record_stream`): on one CPU stream every
+  wait is already satisfied, so they do nothing.
+- The dispatcher hands the all-to-all split sizes over as numpy arrays made by a device-to-host copy
+  (`moe_utils.maybe_move_tensor_to_cpu(..., as_numpy=True)`); that copy only happens for CUDA tensors, and gloo's
+  all_to_all_single refuses the CPU tensors left in their place: CPU tensors become numpy arrays too.
+- megatron-core 0.14's router matmul names `te_general_gemm`, which only exists when Transformer Engine imports:
+  it is defined as None, which selects the torch matmul path the module already has.
 """
+
+import contextlib
 
 import torch
 
@@ -26,6 +38,7 @@ def patch():
     _redirect_cuda_device(torch, "empty_like")
     _redirect_cuda_device(torch, "zeros")
     _redirect_cuda_device(torch, "ones")  # the sliding-window mask
+    moe_cpu_patch()
 
 
 def _redirect_cuda_device(module, name):
@@ -37,6 +50,48 @@ def _redirect_cuda_device(module, name):
         return original(*args, **kwargs)
 
     setattr(module, name, call)
+
+
+class _Event:
+    def record(self, *a, **k): pass
+    def wait(self, *a, **k): pass
+    def synchronize(self): pass
+    def query(self): return True
+
+
+class _Stream:
+    def wait_stream(self, *a, **k): pass
+    def wait_event(self, *a, **k): pass
+    def record_event(self, *a, **k): return _Event()
+    def synchronize(self): pass
+    def query(self): return True
+
+
+_CURRENT_STREAM = _Stream()
+
+
+def moe_cpu_patch():
+    torch.cuda.Stream = lambda *a, **k: _Stream()
+    torch.cuda.Event = lambda *a, **k: _Event()
+    torch.cuda.current_stream = lambda *a, **k: _CURRENT_STREAM
+    torch.cuda.stream = lambda *a, **k: contextlib.nullcontext()
+    torch.Tensor.record_stream = lambda self, *a, **k: None
+    try:
+        from megatron.core.transformer.moe import moe_utils, token_dispatcher
+    except ImportError:  # a megatron-core without MoE
+        return
+    original = moe_utils.maybe_move_tensor_to_cpu
+
+    def move(tensor, as_numpy=False, record_stream=False):
+        if as_numpy and torch.is_tensor(tensor) and not tensor.is_cuda:
+            return tensor.numpy()
+        return original(tensor, as_numpy=as_numpy, record_stream=record_stream)
+
+    moe_utils.maybe_move_tensor_to_cpu = move
+    if hasattr(token_dispatcher, "maybe_move_tensor_to_cpu"):  # imported by name
+        token_dispatcher.maybe_move_tensor_to_cpu = move
+    if not hasattr(moe_utils, "te_general_gemm"):
+        moe_utils.te_general_gemm = None
 
 
 def after_parallel_init():

@@ -109,6 +109,7 @@ def write(folder, chunks, a, ps, prompt_len, greedy_tokens, saved_by):
     if native is not None:
         numpy.save(folder / "logits_native.npy", native.numpy())
     (folder / "greedy.json").write_text(json.dumps({"prompt": prompt[0].tolist(), "greedy": tokens}) + "\n")
-    model = {k: v for k, v in vars(a).items() if k != "out"}
+    model = {k: v for k, v in vars(a).items()
+             if k not in ("out", "truth_tolerance") and (model_builder.is_moe(a) or k not in model_builder.MOE_ARGS)}
     (folder / "megatron.json").write_text(json.dumps({"model": model, "versions": versions(), "iteration": 100,
                                                       "saved_by": saved_by}, indent=1) + "\n")

@@ -1,6 +1,10 @@
-"""--ckpt-format torch as Megatron's save_checkpoint lays it out: iter_N/mp_rank_TT[_PPP]/model_optim_rng.pt with
-args, checkpoint_version 3.0, iteration, model (model0, model1, ... per virtual stage), optimizer, scheduler and
-RNG state; with the distributed optimizer, the optimizer state in distrib_optim.pt beside it."""
+"""--ckpt-format torch as Megatron's save_checkpoint lays it out: iter_N/mp_rank_TT[_PPP][_EEE]/model_optim_rng.pt
+with args, checkpoint_version 3.0, iteration, model (model0, model1, ... per virtual stage), optimizer, scheduler
+and RNG state; with the distributed optimizer, the optimizer state in distrib_optim.pt beside it.
+
+With expert parallelism (get_checkpoint_name): the folder name ends in the EP rank (_EEE, only when EP > 1, after
+the pipeline part, which is only there when PP > 1), each file holds the dense weights of its TP/PP rank and the
+local experts of its EP rank (local_experts.0 .. E/EP-1), and only expert-data-parallel rank 0 writes."""
 
 import random
 
@@ -12,6 +16,8 @@ import torch.distributed as dist
 def rank_folder(root, iteration, ps):
     tp, pp = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
     name = f"mp_rank_{tp:02d}" if ps.get_pipeline_model_parallel_world_size() == 1 else f"mp_rank_{tp:02d}_{pp:03d}"
+    if ps.get_expert_model_parallel_world_size() > 1:
+        name += f"_{ps.get_expert_model_parallel_rank():03d}"
     return root / f"iter_{iteration:07d}" / name
 
 
@@ -27,6 +33,14 @@ def optimizer_state(chunks):
 
 
 def save(root, chunks, args, iteration, ps, a):
+    if ps.get_expert_data_parallel_rank() == 0:
+        write(root, chunks, args, iteration, ps, a)
+    dist.barrier()
+    if dist.get_rank() == 0:
+        (root / "latest_checkpointed_iteration.txt").write_text(str(iteration))
+
+
+def write(root, chunks, args, iteration, ps, a):
     folder = rank_folder(root, iteration, ps)
     folder.mkdir(parents=True, exist_ok=True)
     state = {"args": args, "checkpoint_version": 3.0, "iteration": iteration,
@@ -46,6 +60,3 @@ def save(root, chunks, args, iteration, ps, a):
     else:
         state["optimizer"] = optimizer_state(chunks)
     torch.save(state, folder / "model_optim_rng.pt")
-    dist.barrier()
-    if dist.get_rank() == 0:
-        (root / "latest_checkpointed_iteration.txt").write_text(str(iteration))
