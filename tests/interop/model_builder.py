@@ -194,7 +194,7 @@ def megatron_args(a, world):
         flags += ["--qk-layernorm"]
     if a.model not in LINEAR_BIAS:
         flags += ["--disable-bias-linear"]
-    if a.model == "qwen2":
+    if a.model in QKV_BIAS and a.model not in LINEAR_BIAS:  # Qwen2, Qwen2-MoE: biases on q/k/v only
         flags += ["--add-qkv-bias"]
     if not a.tied:
         flags += ["--untie-embeddings-and-output-weights"]
