@@ -68,9 +68,11 @@ CASES = {
 }
 
 # The smallest real checkpoints, committed under tests/golden/NAME (tests/interop/make_golden.py NAME rewrites one):
-# one per megatron-core version, each in both formats, checked by the default test run without PyPI.
+# one per megatron-core version and one per family, each in both formats, checked by the default test run without
+# PyPI.
 Golden = collections.namedtuple("Golden", "version writer ranks")
 SMALL = ["--layers", "2", "--hidden", "32", "--heads", "4", "--ffn", "64", "--vocab", "64"]
+SMALL_MOE = SMALL + ["--kv-heads", "2", "--experts", "4", "--topk", "2", "--moe-ffn", "16"]
 GOLDEN = {
     "mcore-0.14.0_llama_tp2_pp2_gqa_fp32": Golden("0.14.0", SMALL + ["--model", "llama", "--tp", "2", "--pp", "2",
                                                                       "--kv-heads", "2", "--dtype", "fp32"], 3),
@@ -81,4 +83,24 @@ GOLDEN = {
     "mcore-0.19.2_llama_tp2_pp2_distopt_bf16": Golden("0.19.2", SMALL + ["--model", "llama", "--tp", "2", "--pp", "2",
                                                                           "--kv-heads", "2", "--dtype", "bf16",
                                                                           "--distributed-optimizer"], 4),
+    # One per further family, spread over the releases.
+    "mcore-0.15.3_mistral_tp2_pp1_window4_fp32": Golden("0.15.3", SMALL + ["--model", "mistral", "--tp", "2", "--pp", "1",
+                                                                            "--kv-heads", "2", "--window", "4",
+                                                                            "--dtype", "fp32"], 2),
+    "mcore-0.14.0_qwen2_tp2_pp1_bf16": Golden("0.14.0", SMALL + ["--model", "qwen2", "--tp", "2", "--pp", "1",
+                                                                  "--kv-heads", "2", "--dtype", "bf16"], 2),
+    "mcore-0.16.1_qwen3_tp1_pp2_kv_channels_fp32": Golden("0.16.1", SMALL + ["--model", "qwen3", "--tp", "1", "--pp", "2",
+                                                                              "--kv-channels", "16", "--dtype", "fp32"],
+                                                          2),
+    "mcore-0.19.2_gptneox_tp2_pp1_rotary_half_fp32": Golden("0.19.2", SMALL + ["--model", "gptneox", "--tp", "2", "--pp",
+                                                                                "1", "--rotary-percent", "0.5",
+                                                                                "--dtype", "fp32"], 2),
+    "mcore-0.14.0_mixtral_tp2_pp2_ep2_fp32": Golden("0.14.0", SMALL_MOE + ["--model", "mixtral", "--tp", "2", "--pp",
+                                                                            "2", "--ep", "2", "--dtype", "fp32"], 3),
+    "mcore-0.19.2_qwen3_moe_tp1_pp2_ep2_bf16": Golden("0.19.2", SMALL_MOE + ["--model", "qwen3_moe", "--tp", "1", "--pp",
+                                                                              "2", "--ep", "2", "--dtype", "bf16"], 2),
+    "mcore-0.16.1_qwen2_moe_tp2_pp1_ep2_shared_fp32": Golden("0.16.1", SMALL_MOE + ["--model", "qwen2_moe",
+                                                                                     "--shared-ffn", "32", "--tp", "2",
+                                                                                     "--pp", "1", "--ep", "2",
+                                                                                     "--dtype", "fp32"], 2),
 }
