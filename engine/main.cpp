@@ -28,7 +28,7 @@ cxxopts::Options make_options() {
         ("input", "checkpoint root (with latest_checkpointed_iteration.txt) or one iteration folder (iter_NNNNNNN/, release/)", cxxopts::value<std::string>())
         ("output", "output Hugging Face folder (written atomically), or the .h5 file with --format hdf5", cxxopts::value<std::string>())
         ("iteration", "iteration to convert: a number or 'latest' (from the tracker file)", cxxopts::value<std::string>()->default_value("latest"))
-        ("arch", "auto or a family: llama, mistral, qwen2, qwen3, opensci, gptneox (auto: the first that can represent the model)", cxxopts::value<std::string>()->default_value("auto"))
+        ("arch", "auto or a family: llama, mistral, qwen2, qwen3, opensci, gptneox, mixtral, qwen2_moe, qwen3_moe (auto: the first that can represent the model)", cxxopts::value<std::string>()->default_value("auto"))
         ("dtype", "source, bf16, fp16 or fp32 (casts round to nearest even)", cxxopts::value<std::string>()->default_value("source"))
         ("max-shard-size", "largest safetensors file, e.g. 5GB, 500MB, 2GiB", cxxopts::value<std::string>()->default_value("5GB"))
         ("memory-budget", "per-rank memory for exchange buffers, e.g. 1GiB, 256MiB", cxxopts::value<std::string>()->default_value("1GiB"))

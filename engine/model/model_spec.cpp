@@ -79,6 +79,8 @@ Moe moe_from_args(const json& args, int tp, std::uint64_t ffn, const std::string
     require(!flag(args, "moe_router_enable_expert_bias"), source, "moe_router_enable_expert_bias (router expert bias)");
     require(!arg(args, "moe_router_num_groups"), source, "moe_router_num_groups (group-limited routing)");
     require(!flag(args, "moe_apply_probs_on_input"), source, "moe_apply_probs_on_input");
+    // A capacity drops tokens at inference too; HF's MoE blocks never do.
+    require(!arg(args, "moe_expert_capacity_factor"), source, "moe_expert_capacity_factor (token dropping)");
     require(!arg(args, "moe_latent_size"), source, "moe_latent_size (latent experts)");
     require(!flag(args, "moe_use_legacy_grouped_gemm"), source, "moe_use_legacy_grouped_gemm (GroupedMLP's fused weight1/weight2)");
     return m;

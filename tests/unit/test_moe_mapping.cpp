@@ -120,7 +120,8 @@ TEST(MoeSpec, RoutingThatHfDoesNotComputeIsRefused) {
     for (const auto& [k, v] : std::vector<std::pair<std::string, nlohmann::json>>{
              {"moe_router_score_function", "sigmoid"}, {"moe_router_enable_expert_bias", true},
              {"moe_layer_freq", 2}, {"moe_layer_freq", {1, 0, 1, 0}}, {"moe_router_num_groups", 2},
-             {"moe_router_topk_scaling_factor", 2.5}, {"num_experts", 3}, {"moe_router_load_balancing_type", "sinkhorn"}}) {
+             {"moe_router_topk_scaling_factor", 2.5}, {"num_experts", 3}, {"moe_router_load_balancing_type", "sinkhorn"},
+             {"moe_expert_capacity_factor", 1.0}}) {
         auto bad = args;
         bad[k] = v;
         EXPECT_THROW(model_spec_from_args(bad, {}, "t"), Error) << k << " " << v.dump();
