@@ -8,12 +8,18 @@ Two independent fp32 forward passes over the same random token sequence:
   (a) Megatron conventions, computed directly on the per-rank legacy shards (torch.load of every
       mp_rank_*/model_optim_rng.pt): vocab-parallel embedding, per TP rank a fused QKV viewed as
       [seq, ng/t, (G+2)*hd] and split [G*hd, hd, hd] as in get_query_key_value_tensors, qk RMSNorm, rotate-half
-      RoPE, causal attention over the local heads, row-parallel linear_proj / linear_fc2 partial sums with the bias
-      added once, per-rank fc1 = [gate_r; up_r] halves, SwiGLU; layers placed by the PP/VPP offset rule (§4).
+      RoPE, causal attention over the local heads (within args.window_size (N, 0) when set: query i sees keys
+      i - N .. i), row-parallel linear_proj / linear_fc2 partial sums with the bias added once, per-rank fc1 =
+      [gate_r; up_r] halves, SwiGLU; layers placed by the PP/VPP offset rule (§4). Only that recipe: LayerNorm,
+      a plain MLP, partial rotary or MoE in the args are refused (exit 2).
   (b) HF Llama / Open-Sci conventions on the OUTPUT folder (config.json + safetensors): q/k/v/o_proj, GQA (query
       head h uses kv head h // (nq/nkv)), q_layernorm/k_layernorm (or q_norm/k_norm), rotate_half RoPE,
-      gate/up/down, lm_head or the tied embedding. Mixtral / Qwen2-MoE / Qwen3-MoE sparse MLPs as transformers
-      computes them (hf_moe; used by tests/interop/check_against_megatron.py, side (a) has no MoE).
+      gate/up/down, lm_head or the tied embedding. Mistral / Mixtral sliding windows (config.sliding_window W, not
+      null: key j visible from query i iff 0 <= i - j < W). Mixtral / Qwen2-MoE / Qwen3-MoE sparse MLPs as
+      transformers computes them (hf_moe), and GPTNeoXForCausalLM (hf_neox_forward: LayerNorm with bias, fused
+      per-head query_key_value, rotary on the first int(head_dim * rotary_pct) dims, GeLU MLP, sequential or
+      parallel residuals); these are used by tests/interop/check_against_megatron.py, side (a) has none of them
+      but the window.
 
 Pass: max|logits_meg - logits_hf| <= 1e-4 * max(1, max|logits_meg|) over the HF vocabulary columns (a trimmed
 vocabulary compares the first N columns; tokens are drawn below N). When the HF weights are stored in a narrower
@@ -22,7 +28,8 @@ first (elementwise, so shard-wise rounding equals global rounding); --no-round-s
 
 Self-check (the test must be able to fail): --swap gate_up exchanges gate_proj/up_proj, --swap qk exchanges the
 first ng*hd rows of q_proj with k_proj (the whole tensors for MHA), in memory, in every layer. The script must then
-exit 1. For CTest, prefer adding --expect-mismatch (exit 0 only when the mismatch is detected; a crash or
+exit 1. (apply_swap on GPT-NeoX: qk exchanges the q and k rows of each head inside query_key_value, gate_up the two
+row halves of the non-gated dense_h_to_4h.) For CTest, prefer adding --expect-mismatch (exit 0 only when the mismatch is detected; a crash or
 unreadable output still exits 2 and fails the test):
     add_test(NAME fwd_swap_qk COMMAND /usr/bin/python3 forward_equivalence.py
              --megatron FX/checkpoint/iter_0000100 --hf OUT --swap qk --expect-mismatch)
@@ -63,13 +70,28 @@ def rms_norm(x, weight, eps):
     return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
-def causal_attention(q, k, v):
-    """q, k, v: [heads, seq, hd] -> [heads, seq, hd], softmax(q k^T / sqrt(hd) + causal mask) v."""
+def layer_norm(x, weight, bias, eps):
+    """weight * (x - mean) / sqrt(var + eps) + bias over the last dim (biased variance), fp32."""
+    return torch.nn.functional.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+
+def causal_attention(q, k, v, visible=None):
+    """q, k, v: [heads, seq, hd] -> [heads, seq, hd], softmax(q k^T / sqrt(hd) + mask) v. The mask is causal, or,
+    when given, `visible` ([seq, seq] bool, [query i, key j]): each side builds its own from its own convention."""
     s = q.shape[1]
     scores = torch.matmul(q, k.transpose(1, 2)) / math.sqrt(q.shape[-1])
-    mask = torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1)
+    if visible is None:
+        mask = torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1)
+    else:
+        mask = ~visible
     scores = scores.masked_fill(mask, float("-inf"))
     return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+def query_minus_key(s):
+    """[seq, seq] int64 matrix of i - j for query position i (row) and key position j (column)."""
+    pos = torch.arange(s)
+    return pos[:, None] - pos[None, :]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -139,8 +161,9 @@ def megatron_rope(x, base):
     return x * emb.cos() + torch.cat((-x2, x1), dim=-1) * emb.sin()
 
 
-def megatron_attention(x, ranks, d, W):
-    """Self-attention as TP ranks compute it; the row-parallel output is the sum of per-rank partials."""
+def megatron_attention(x, ranks, d, W, visible=None):
+    """Self-attention as TP ranks compute it; the row-parallel output is the sum of per-rank partials.
+    visible: the [query, key] mask of a sliding window (megatron_window_mask), None for plain causal."""
     seq = x.shape[0]
     ng_local = d.ng // d.t
     out = torch.zeros(seq, d.H)
@@ -157,7 +180,7 @@ def megatron_attention(x, ranks, d, W):
         q, k = megatron_rope(q, d.rope_base), megatron_rope(k, d.rope_base)
         k = k.repeat_interleave(d.G, dim=1)  # local query head j belongs to local group j // G
         v = v.repeat_interleave(d.G, dim=1)
-        ctx = causal_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)).transpose(0, 1)
+        ctx = causal_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), visible).transpose(0, 1)
         out = out + ctx.reshape(seq, -1) @ W(w["self_attention.linear_proj.weight"]).T
     if "self_attention.linear_proj.bias" in ranks[0]:
         out = out + W(ranks[0]["self_attention.linear_proj.bias"])  # replicated: added once after the all-reduce
@@ -191,8 +214,38 @@ def vocab_parallel_embedding(tokens, shards, W):
     return out
 
 
+def megatron_window_mask(args, seq):
+    """Megatron's window_size (left, right) lets query i see keys i - left .. i + right; causal, right is 0. None
+    when the model has no window."""
+    window = getattr(args, "window_size", None)
+    if window is None:
+        return None
+    left, right = window
+    if right != 0:
+        raise InputError(f"window_size {tuple(window)}: only (N, 0) is supported by this test")
+    dist = query_minus_key(seq)
+    return (dist >= 0) & (dist <= left)
+
+
+def check_side_a_supported(args):
+    """Side (a) is the Llama recipe (RMSNorm, SwiGLU, full rotary, no MoE); refuse what it would get wrong."""
+    unsupported = []
+    if getattr(args, "normalization", "RMSNorm") != "RMSNorm":
+        unsupported.append(f"normalization {args.normalization}")
+    if not getattr(args, "swiglu", True):
+        unsupported.append("a non-gated MLP")
+    if float(getattr(args, "rotary_percent", 1.0)) != 1.0:
+        unsupported.append(f"rotary_percent {args.rotary_percent}")
+    if getattr(args, "num_experts", None):
+        unsupported.append("MoE")
+    if unsupported:
+        raise InputError("the Megatron-side forward does not model " + ", ".join(unsupported))
+
+
 def megatron_forward(files, args, tokens, W):
+    check_side_a_supported(args)
     d = dims_from_args(args)
+    visible = megatron_window_mask(args, tokens.shape[0])
     last = files[(0, d.p - 1)][d.v - 1]
     emb_shards = [files[(r, 0)][0]["embedding.word_embeddings.weight"] for r in range(d.t)]
     x = vocab_parallel_embedding(tokens, emb_shards, W)
@@ -200,7 +253,7 @@ def megatron_forward(files, args, tokens, W):
     for i in range(d.L):
         ranks = layers[i]
         ln1 = find_key(ranks[0], "self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight")
-        x = x + megatron_attention(rms_norm(x, W(ln1), d.eps), ranks, d, W)
+        x = x + megatron_attention(rms_norm(x, W(ln1), d.eps), ranks, d, W, visible)
         ln2 = find_key(ranks[0], "mlp.linear_fc1.layer_norm_weight", "pre_mlp_layernorm.weight")
         x = x + megatron_mlp(rms_norm(x, W(ln2), d.eps), ranks, W)
     x = rms_norm(x, W(find_key(last, "decoder.final_layernorm.weight", "decoder.final_norm.weight")), d.eps)
@@ -240,9 +293,29 @@ def hf_rotary(x, theta):
     return x * emb.cos() + rotated * emb.sin()
 
 
+def hf_window_mask(cfg, seq):
+    """The [query, key] mask of HF's sliding window, None for plain causal attention. Mistral and Mixtral window
+    every layer when config.sliding_window is not null: key j is visible from query i iff 0 <= i - j <
+    sliding_window (the window counts the query itself)."""
+    family = cfg.get("model_type")
+    if family in ("mistral", "mixtral"):
+        window = cfg.get("sliding_window")
+        if window is None:
+            return None
+        if not isinstance(window, int) or window < 1:
+            raise InputError(f"config.json sliding_window {window!r} is not a positive integer")
+        dist = query_minus_key(seq)
+        return (dist >= 0) & (dist < window)
+    if cfg.get("use_sliding_window"):  # Qwen families: windows on some layers only (max_window_layers)
+        raise InputError(f"{family} with use_sliding_window is not supported by this test")
+    return None
+
+
 def hf_forward(cfg, T, tokens):
     if cfg.get("rope_scaling") is not None:
         raise InputError("rope_scaling is not supported by this test")
+    if cfg.get("model_type") == "gpt_neox":
+        return hf_neox_forward(cfg, T, tokens)
     f = lambda n: T[n].float()
     opt = lambda n: T[n].float() if n in T else None
     nq, nkv, H = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["hidden_size"]
@@ -256,6 +329,7 @@ def hf_forward(cfg, T, tokens):
         qk_norm = None
     x = f("model.embed_tokens.weight")[tokens]
     seq = x.shape[0]
+    visible = hf_window_mask(cfg, seq)
 
     def linear(h, prefix):
         y = h @ f(prefix + ".weight").T
@@ -275,7 +349,7 @@ def hf_forward(cfg, T, tokens):
         rep = nq // nkv
         k = k[:, None].expand(nkv, rep, seq, hd).reshape(nq, seq, hd)  # repeat_kv: head h -> kv head h // rep
         v = v[:, None].expand(nkv, rep, seq, hd).reshape(nq, seq, hd)
-        attn = causal_attention(q, k, v).transpose(0, 1).reshape(seq, nq * hd)
+        attn = causal_attention(q, k, v, visible).transpose(0, 1).reshape(seq, nq * hd)
         x = x + linear(attn, p + "self_attn.o_proj")
         h = rms_norm(x, f(p + "post_attention_layernorm.weight"), eps)
         if is_sparse_layer(cfg, i):
@@ -285,6 +359,74 @@ def hf_forward(cfg, T, tokens):
         x = x + linear(mlp, p + "mlp.down_proj")
     x = rms_norm(x, f("model.norm.weight"), eps)
     head = f("model.embed_tokens.weight") if cfg.get("tie_word_embeddings", True) else f("lm_head.weight")
+    return x @ head.T
+
+
+# HF's ACT2FN names a GPT-NeoX config may carry: "gelu" is the exact (erf) GeLU, the others its tanh approximation.
+NEOX_ACTIVATIONS = {
+    "gelu": lambda x: torch.nn.functional.gelu(x),
+    "gelu_new": lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3)))),
+    "gelu_pytorch_tanh": lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+}
+
+
+def hf_neox_forward(cfg, T, tokens):
+    """GPTNeoXForCausalLM: LayerNorm (weight and bias, layer_norm_eps), a fused query_key_value whose rows are per
+    head [q_h; k_h; v_h], rotary (rotate_half, base rotary_emb_base) on the first int(head_dim * rotary_pct) dims of
+    each head with the rest passed through, dense, a plain MLP act(dense_h_to_4h) -> dense_4h_to_h, residuals one
+    after the other or in parallel (use_parallel_residual), final_layer_norm, embed_out (or the tied embed_in).
+    Defaults are GPTNeoXConfig's where a key is absent."""
+    f = lambda n: T[n].float()
+    opt = lambda n: T[n].float() if n in T else None
+    nh, H = cfg["num_attention_heads"], cfg["hidden_size"]
+    if H % nh:
+        raise InputError(f"hidden_size {H} is not a multiple of num_attention_heads {nh}")
+    hd = H // nh
+    eps = cfg.get("layer_norm_eps", 1e-5)
+    base = cfg.get("rotary_emb_base", cfg.get("rope_theta", 10000))
+    rot = int(hd * cfg.get("rotary_pct", 0.25))
+    act = NEOX_ACTIVATIONS.get(cfg.get("hidden_act", "gelu"))
+    if act is None:
+        raise InputError(f"GPT-NeoX hidden_act {cfg.get('hidden_act')!r} is not supported by this test")
+    if rot % 2:
+        raise InputError(f"rotary dims {rot} (head_dim {hd} * rotary_pct) are odd")
+    parallel = cfg.get("use_parallel_residual", True)
+    x = f("gpt_neox.embed_in.weight")[tokens]
+    seq = x.shape[0]
+
+    def linear(h, prefix):
+        y = h @ f(prefix + ".weight").T
+        b = opt(prefix + ".bias")
+        return y if b is None else y + b
+
+    def norm(h, prefix):
+        return layer_norm(h, f(prefix + ".weight"), opt(prefix + ".bias"), eps)
+
+    def rotary(t):  # [heads, seq, hd]: rotate the first rot dims, pass the rest through
+        if rot == 0:
+            return t
+        return torch.cat((hf_rotary(t[..., :rot], base), t[..., rot:]), dim=-1)
+
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"gpt_neox.layers.{i}."
+        qkv = linear(norm(x, p + "input_layernorm"), p + "attention.query_key_value")
+        qkv = qkv.view(seq, nh, 3 * hd).transpose(0, 1)  # [heads, seq, 3 * hd]
+        q, k, v = qkv[..., :hd], qkv[..., hd:2 * hd], qkv[..., 2 * hd:]
+        attn = causal_attention(rotary(q), rotary(k), v).transpose(0, 1).reshape(seq, H)
+        attn = linear(attn, p + "attention.dense")
+
+        def mlp(h):
+            return linear(act(linear(norm(h, p + "post_attention_layernorm"), p + "mlp.dense_h_to_4h")),
+                          p + "mlp.dense_4h_to_h")
+
+        if parallel:  # x + attn(ln1(x)) + mlp(ln2(x))
+            x = x + attn + mlp(x)
+        else:  # x + attn(ln1(x)), then + mlp(ln2(.))
+            x = x + attn
+            x = x + mlp(x)
+    x = norm(x, "gpt_neox.final_layer_norm")
+    tied = cfg.get("tie_word_embeddings", False)  # GPTNeoXConfig's default: untied
+    head = f("gpt_neox.embed_in.weight") if tied else f("embed_out.weight")
     return x @ head.T
 
 
@@ -301,9 +443,7 @@ def is_sparse_layer(cfg, i):
     if family is None:
         return False
     if cfg.get("model_type") == "mixtral":
-        if cfg.get("sliding_window") is not None:
-            raise InputError("Mixtral's sliding_window is not supported by this test")
-        return True
+        return True  # every layer (its sliding_window, if any, is hf_window_mask's)
     # Qwen-MoE: a sparse block unless the layer is in mlp_only_layers or off the decoder_sparse_step grid.
     return (i not in (cfg.get("mlp_only_layers") or []) and cfg.get(family[1], 0) > 0
             and (i + 1) % cfg.get("decoder_sparse_step", 1) == 0)
@@ -338,6 +478,9 @@ def apply_swap(cfg, T, what):
     """Deliberately corrupt the HF weights (in memory) so the test can prove it detects layout mistakes."""
     if what == "none":
         return
+    if cfg.get("model_type") == "gpt_neox":
+        swap_neox(cfg, T, what)
+        return
     nq = cfg["num_attention_heads"]
     nkv = cfg["num_key_value_heads"]
     hd = cfg.get("head_dim") or cfg["hidden_size"] // nq
@@ -354,6 +497,27 @@ def apply_swap(cfg, T, what):
                 q, k, rows = T[qn].clone(), T[kn].clone(), nkv * hd
                 q[:rows], k[:rows] = T[kn][:rows], T[qn][:rows]
                 T[qn], T[kn] = q, k
+
+
+def swap_neox(cfg, T, what):
+    """GPT-NeoX has no separate q/k or gate/up tensors. qk: exchange the q and k rows of every head inside the fused
+    query_key_value (per head [q_h; k_h; v_h]); gate_up: exchange the two row halves of the non-gated
+    mlp.dense_h_to_4h, what treating it as a gated [gate; up] fc1 would do. Weight and bias alike."""
+    nh = cfg["num_attention_heads"]
+    hd = cfg["hidden_size"] // nh
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"gpt_neox.layers.{i}."
+        for suffix in (".weight", ".bias"):
+            if what == "qk" and p + "attention.query_key_value" + suffix in T:
+                name = p + "attention.query_key_value" + suffix
+                t = T[name]
+                heads = t.reshape(nh, 3, hd, *t.shape[1:])
+                T[name] = torch.stack((heads[:, 1], heads[:, 0], heads[:, 2]), dim=1).reshape(t.shape).contiguous()
+            if what == "gate_up" and p + "mlp.dense_h_to_4h" + suffix in T:
+                name = p + "mlp.dense_h_to_4h" + suffix
+                t = T[name]
+                half = t.shape[0] // 2
+                T[name] = torch.cat((t[half:], t[:half])).contiguous()
 
 
 def swap_moe(cfg, T, p, what):
@@ -376,6 +540,7 @@ def swap_moe(cfg, T, p, what):
 
 def run(a):
     files, args = load_megatron_ranks(a.megatron)
+    check_side_a_supported(args)
     cfg, T = load_hf(a.hf)
     apply_swap(cfg, T, a.swap)
     # Round the Megatron weights through the HF storage dtype: a no-op when equal or wider, exactly the

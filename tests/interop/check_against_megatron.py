@@ -6,7 +6,12 @@
 
 GEN is a folder made by megatron_writer.py. Mixture-of-Experts outputs (config.json model_type mixtral, qwen3_moe,
 qwen2_moe) are mapped with the names Mixtral-8x7B, Qwen3-30B-A3B and Qwen1.5-MoE-A2.7B publish, and the forward runs
-their sparse blocks as transformers does (forward_equivalence.hf_moe). Three checks:
+their sparse blocks as transformers does (forward_equivalence.hf_moe). GPT-NeoX outputs (model_type gpt_neox) are
+mapped with GPTNeoXForCausalLM's names (gpt_neox.embed_in, gpt_neox.layers.L.attention.query_key_value with per
+head [q; k; v] rows, dense, mlp.dense_h_to_4h / dense_4h_to_h, LayerNorm weights and biases, final_layer_norm,
+embed_out) and run by forward_equivalence.hf_neox_forward; Mistral / Mixtral sliding windows by hf_window_mask.
+Before check 1, config.json's sliding_window (Megatron's window_size (N, 0) is HF's N + 1, the query counted) and
+GPT-NeoX's rotary_pct are compared with Megatron's settings. Three checks:
   1. bit-exact tensors: the HF tensors are derived here from GEN/truth/global.safetensors (Megatron's own global
      state dict, Megatron names) with a mapping written independently of the engine; the output must hold exactly
      that set of names, each with the same dtype, shape and bytes;
@@ -14,8 +19,11 @@ their sparse blocks as transformers does (forward_equivalence.hf_moe). Three che
      GEN/reference/input_ids.npy, max abs difference to Megatron's logits_fp32.npy <= --tolerance;
   3. greedy: 4 greedy steps from the prompt with that forward equal Megatron's tokens (greedy.json).
 --swap qk|gate_up|experts corrupts the loaded weights in memory (forward_equivalence.apply_swap; experts: the first
-and the last expert of every MoE layer exchanged) and skips check 1, since the logits must catch it on their own;
-with --expect-mismatch the exit status is 0 only when they do.
+and the last expert of every MoE layer exchanged) and skips check 1 and the config comparison, since the logits
+must catch it on their own; with --expect-mismatch the exit status is 0 only when they do. GPT-NeoX has no separate
+q/k or gate/up tensors: there qk exchanges the q and k rows of every head inside query_key_value (weight and bias),
+and gate_up exchanges the two row halves of the non-gated mlp.dense_h_to_4h (weight and bias), the slip of reading
+a plain fc1 as a gated [gate; up] one.
 Exit status: 0 pass, 1 mismatch, 2 unusable input.
 """
 
@@ -65,6 +73,30 @@ GLOBAL_RENAMES = {
     "output_layer.weight": "lm_head.weight",
     "decoder.final_layernorm.weight": "model.norm.weight",
 }
+# GPT-NeoX (GPTNeoXForCausalLM, Pythia's names): LayerNorms with biases, a plain (non-gated) MLP, biases on every
+# linear layer; the fused QKV and fc1 are handled in map_neox_layer_tensor. Local and TE spec norms both listed.
+NEOX_LAYER_RENAMES = {
+    "input_layernorm.weight": "input_layernorm.weight",
+    "input_layernorm.bias": "input_layernorm.bias",
+    "self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
+    "self_attention.linear_qkv.layer_norm_bias": "input_layernorm.bias",
+    "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",
+    "pre_mlp_layernorm.bias": "post_attention_layernorm.bias",
+    "mlp.linear_fc1.layer_norm_weight": "post_attention_layernorm.weight",
+    "mlp.linear_fc1.layer_norm_bias": "post_attention_layernorm.bias",
+    "self_attention.linear_proj.weight": "attention.dense.weight",
+    "self_attention.linear_proj.bias": "attention.dense.bias",
+    "mlp.linear_fc2.weight": "mlp.dense_4h_to_h.weight",
+    "mlp.linear_fc2.bias": "mlp.dense_4h_to_h.bias",
+}
+NEOX_GLOBAL_RENAMES = {
+    "embedding.word_embeddings.weight": "gpt_neox.embed_in.weight",
+    "output_layer.weight": "embed_out.weight",
+    "decoder.final_layernorm.weight": "gpt_neox.final_layer_norm.weight",
+    "decoder.final_layernorm.bias": "gpt_neox.final_layer_norm.bias",
+}
+# HF model_type -> the --model name megatron_writer.py records, where they differ from each other.
+WRITER_NAMES = {"gpt_neox": "gptneox"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -120,8 +152,36 @@ def map_moe_tensor(suffix, t, model, family):
     return None
 
 
+def neox_qkv(t, heads, groups):
+    """GPT-NeoX's query_key_value rows are, per head h, [q_h; k_h; v_h]: rebuilt here from the q, k and v that
+    split_qkv takes out of Megatron's fused QKV (multi-head only: NeoX has no grouped-query attention)."""
+    if groups != heads:
+        raise InputError(f"GPT-NeoX needs as many KV heads as heads, Megatron wrote {groups} of {heads}")
+    q, k, v = split_qkv(t, heads, groups)
+    hd, rest = q.shape[0] // heads, tuple(t.shape[1:])
+    per_head = torch.stack([u.reshape(heads, hd, *rest) for u in (q, k, v)], dim=1)  # [heads, 3, hd, ...]
+    return per_head.reshape(3 * heads * hd, *rest).contiguous()
+
+
+def map_neox_layer_tensor(suffix, t, model):
+    """[(HF suffix, tensor)] for one Megatron layer tensor of a GPT-NeoX model."""
+    kind = suffix.rsplit(".", 1)[-1]
+    if suffix in ("self_attention.linear_qkv.weight", "self_attention.linear_qkv.bias"):
+        return [(f"attention.query_key_value.{kind}", neox_qkv(t, model["heads"], model["kv_heads"]))]
+    if suffix in ("mlp.linear_fc1.weight", "mlp.linear_fc1.bias"):
+        if t.shape[0] != model["ffn"]:  # a plain MLP: one block of ffn rows, no [gate; up]
+            raise InputError(f"{suffix} has {t.shape[0]} rows, expected {model['ffn']} (a non-gated fc1)")
+        return [(f"mlp.dense_h_to_4h.{kind}", t)]
+    if suffix in NEOX_LAYER_RENAMES:
+        return [(NEOX_LAYER_RENAMES[suffix], t)]
+    raise InputError(f"no HF mapping for Megatron layer tensor {suffix!r} (gpt_neox)")
+
+
 def map_layer_tensor(suffix, t, model, family=None):
-    """[(HF suffix, tensor)] for one Megatron layer tensor. family: the output's MoE model_type, or None."""
+    """[(HF suffix, tensor)] for one Megatron layer tensor. family: the output's MoE model_type, gpt_neox, or
+    None."""
+    if family == "gpt_neox":
+        return map_neox_layer_tensor(suffix, t, model)
     if family in MOE_BLOCK:
         pairs = map_moe_tensor(suffix, t, model, family)
         if pairs is not None:
@@ -141,8 +201,14 @@ def map_layer_tensor(suffix, t, model, family=None):
 
 
 def moe_family(cfg, model):
-    """The output's MoE family (config.json model_type), cross-checked against the model Megatron wrote."""
+    """The output's MoE family (config.json model_type) or gpt_neox (both need their own mapping), else None;
+    cross-checked against the model Megatron wrote."""
     family = cfg.get("model_type")
+    neox = WRITER_NAMES["gpt_neox"]
+    if family == "gpt_neox" or model["model"] == neox:
+        if family != "gpt_neox" or model["model"] != neox:
+            raise InputError(f"config.json model_type {family!r}, but Megatron wrote {model['model']}")
+        return family
     written = model["model"] if model.get("experts") else None
     if family in MOE_BLOCK or written:
         if family != written:
@@ -155,14 +221,16 @@ def moe_family(cfg, model):
 def expected_hf(truth, model, family=None):
     """{HF name: (tensor, Megatron source name)} for the whole truth state dict."""
     out, layers = {}, set()
+    layer_prefix, global_renames = (("gpt_neox.layers.", NEOX_GLOBAL_RENAMES) if family == "gpt_neox"
+                                    else ("model.layers.", GLOBAL_RENAMES))
     for name, t in truth.items():
         m = LAYER_RE.match(name)
         if m:
             layers.add(int(m.group(1)))
-            pairs = [(f"model.layers.{m.group(1)}.{s}", v)
+            pairs = [(f"{layer_prefix}{m.group(1)}.{s}", v)
                      for s, v in map_layer_tensor(m.group(2), t, model, family)]
-        elif name in GLOBAL_RENAMES:
-            pairs = [(GLOBAL_RENAMES[name], t)]
+        elif name in global_renames:
+            pairs = [(global_renames[name], t)]
         else:
             raise InputError(f"no HF mapping for Megatron tensor {name!r}")
         for hf_name, v in pairs:
@@ -211,6 +279,26 @@ def compare_tensors(expected, got, problems):
     return count, nbytes
 
 
+def check_config(cfg, model, problems):
+    """The config.json keys the forward reads for attention windows and partial rotary, against Megatron's
+    settings (megatron.json). Megatron's window_size (N, 0) lets a query see itself and N earlier keys; HF's
+    sliding_window counts the query too, so it must be N + 1. GPT-NeoX's rotary_pct is Megatron's rotary_percent."""
+    window = model.get("window")
+    family = cfg.get("model_type")
+    if family in ("mistral", "mixtral"):
+        want = None if window is None else window + 1
+        if cfg.get("sliding_window") != want:
+            problems.append(f"config.json sliding_window {cfg.get('sliding_window')!r}, want {want!r} "
+                            f"(Megatron window_size {None if window is None else (window, 0)})")
+    elif window is not None:
+        problems.append(f"Megatron used window_size ({window}, 0), but config.json model_type {family!r} has no "
+                        f"sliding window on every layer")
+    if family == "gpt_neox":
+        want = float(model.get("rotary_percent", 1.0))
+        if cfg.get("rotary_pct") != want:
+            problems.append(f"config.json rotary_pct {cfg.get('rotary_pct')!r}, Megatron's rotary_percent {want}")
+
+
 def greedy(cfg, T, prompt, n):
     tokens, picked = prompt.clone(), []
     for _ in range(n):
@@ -257,6 +345,7 @@ def compare(a):
     if a.swap:
         apply_swap(cfg, T, a.swap)  # the bit-exact step would trivially catch it; the logits must do so alone
     else:
+        check_config(cfg, model, problems)
         expected = expected_hf(load_truth(a.generated), model, family)
         n, nbytes = compare_tensors(expected, T, problems)
         report.update(tensors_expected=len(expected), tensors_output=len(T), tensors_bit_exact=n, bytes_compared=nbytes)

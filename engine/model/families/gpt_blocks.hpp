@@ -5,6 +5,8 @@
 #include <array>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "model/family.hpp"
 
 namespace m2h::model::blocks {
@@ -60,6 +62,20 @@ inline constexpr std::array kQwenExperts{
     TensorRule{"decoder.layers.*.mlp.experts.*.linear_fc1.weight", Gated, {GatedExpertFfn, Hidden}, "model.layers.*.mlp.experts.*.up_proj.weight", Up},
     TensorRule{"decoder.layers.*.mlp.experts.*.linear_fc2.weight", Dim1, {Hidden, ExpertFfn}, "model.layers.*.mlp.experts.*.down_proj.weight"},
 };
+
+// The config.json fields Qwen's MoE classes share: an MoE block on every layer, softmax top-k routing.
+inline void qwen_moe_config(const ModelSpec& s, nlohmann::json& c) {
+    c["num_experts"] = s.moe.num_experts;
+    c["num_experts_per_tok"] = s.moe.topk;
+    c["moe_intermediate_size"] = s.moe.ffn_hidden_size;
+    // Softmax over all experts then the top k: renormalised unless Megatron applied the softmax before the top-k.
+    c["norm_topk_prob"] = !s.moe.pre_softmax;
+    c["decoder_sparse_step"] = 1;
+    c["mlp_only_layers"] = nlohmann::json::array();
+    c["output_router_logits"] = false;
+    c["use_sliding_window"] = false;
+    c["max_window_layers"] = s.num_layers;
+}
 
 // The pre-attention and pre-MLP norms (TransformerEngine fuses them into the following linear layer).
 inline constexpr std::array kLayerNorms{

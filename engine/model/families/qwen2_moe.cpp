@@ -23,17 +23,9 @@ constexpr auto kTensors = concat(blocks::kEmbedding, blocks::kAttention, blocks:
 void config(const ModelSpec& s, nlohmann::json& c) {
     c["architectures"] = {"Qwen2MoeForCausalLM"};
     c["model_type"] = "qwen2_moe";
-    c["num_experts"] = s.moe.num_experts;
-    c["num_experts_per_tok"] = s.moe.topk;
-    c["moe_intermediate_size"] = s.moe.ffn_hidden_size;
+    blocks::qwen_moe_config(s, c);
     c["shared_expert_intermediate_size"] = s.moe.shared_ffn_hidden_size;
-    c["norm_topk_prob"] = !s.moe.pre_softmax;
-    c["decoder_sparse_step"] = 1;
-    c["mlp_only_layers"] = nlohmann::json::array();
-    c["output_router_logits"] = false;
     c["qkv_bias"] = true;
-    c["use_sliding_window"] = false;
-    c["max_window_layers"] = s.num_layers;
     for (const char* llama_only : {"pretraining_tp", "mlp_bias", "attention_bias"}) c.erase(llama_only);
 }
 

@@ -12,16 +12,7 @@ constexpr auto kTensors = concat(blocks::kEmbedding, blocks::kAttention, blocks:
 void config(const ModelSpec& s, nlohmann::json& c) {
     c["architectures"] = {"Qwen3MoeForCausalLM"};
     c["model_type"] = "qwen3_moe";
-    c["num_experts"] = s.moe.num_experts;
-    c["num_experts_per_tok"] = s.moe.topk;
-    c["moe_intermediate_size"] = s.moe.ffn_hidden_size;
-    // Softmax over all experts then the top k: renormalised unless Megatron applied the softmax before the top-k.
-    c["norm_topk_prob"] = !s.moe.pre_softmax;
-    c["decoder_sparse_step"] = 1;
-    c["mlp_only_layers"] = nlohmann::json::array();
-    c["output_router_logits"] = false;
-    c["use_sliding_window"] = false;
-    c["max_window_layers"] = s.num_layers;
+    blocks::qwen_moe_config(s, c);
     for (const char* llama_only : {"pretraining_tp", "mlp_bias"}) c.erase(llama_only);
 }
 
