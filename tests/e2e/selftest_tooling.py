@@ -3,8 +3,8 @@
 
 For a matrix of fixture configurations: fixture -> write_reference_hf -> check_hf_output (must pass) and
 forward_equivalence (must pass, and must fail with --swap gate_up / --swap qk). Then a set of deliberately broken
-outputs that check_hf_output must reject and layout mistakes that forward_equivalence must catch. This guards
-against a checker that passes everything.
+outputs that check_hf_output must reject and layout mistakes that forward_equivalence must catch, and the sliding
+window / GPT-NeoX swap conventions of forward_equivalence. This guards against a checker that passes everything.
 
     selftest_tooling.py [--workdir DIR] [--keep]
 
@@ -290,6 +290,38 @@ def run_mutations(work, tally):
         tally.expect(f"{fx_name}: {label}", rc, 1, text)
 
 
+def run_conventions(tally):
+    """Conventions forward_equivalence holds without a fixture: Megatron's window (N, 0) and HF's sliding_window N + 1
+    mask the same keys, and the GPT-NeoX negative controls move the rows they claim to."""
+    print("conventions (sliding windows, GPT-NeoX swaps)")
+    for n in range(4):
+        meg = forward_equivalence.megatron_window_mask(argparse.Namespace(window_size=(n, 0)), 7)
+        hf = forward_equivalence.hf_window_mask({"model_type": "mistral", "sliding_window": n + 1}, 7)
+        # query 5 sees keys 5 - n .. 5, nothing later
+        row = [5 - n <= j <= 5 for j in range(7)]
+        ok = torch.equal(meg, hf) and hf[5].tolist() == row
+        tally.expect(f"window ({n}, 0) == sliding_window {n + 1}", 0 if ok else 1, 0, f"{meg.int()}\n{hf.int()}")
+    none = forward_equivalence.hf_window_mask({"model_type": "mixtral", "sliding_window": None}, 7)
+    tally.expect("mixtral sliding_window null: causal", 0 if none is None else 1, 0, repr(none))
+
+    nh, hd, H = 2, 3, 4
+    cfg = {"model_type": "gpt_neox", "num_attention_heads": nh, "hidden_size": nh * hd, "num_hidden_layers": 1}
+    qkv_w = torch.arange(3 * nh * hd * H, dtype=torch.float32).reshape(3 * nh * hd, H)
+    fc1_b = torch.arange(8, dtype=torch.float32)
+    T = {"gpt_neox.layers.0.attention.query_key_value.weight": qkv_w.clone(),
+         "gpt_neox.layers.0.mlp.dense_h_to_4h.bias": fc1_b.clone()}
+    forward_equivalence.apply_swap(cfg, T, "qk")
+    got = T["gpt_neox.layers.0.attention.query_key_value.weight"].reshape(nh, 3, hd, H)
+    want = qkv_w.reshape(nh, 3, hd, H)
+    ok = all(torch.equal(got[h, 0], want[h, 1]) and torch.equal(got[h, 1], want[h, 0]) and
+             torch.equal(got[h, 2], want[h, 2]) for h in range(nh))
+    tally.expect("gpt_neox --swap qk: q_h <-> k_h inside query_key_value", 0 if ok else 1, 0, repr(got))
+    forward_equivalence.apply_swap(cfg, T, "gate_up")
+    got = T["gpt_neox.layers.0.mlp.dense_h_to_4h.bias"]
+    ok = got.tolist() == [4.0, 5.0, 6.0, 7.0, 0.0, 1.0, 2.0, 3.0]
+    tally.expect("gpt_neox --swap gate_up: dense_h_to_4h halves exchanged", 0 if ok else 1, 0, repr(got))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", default=None)
@@ -302,6 +334,7 @@ def main(argv=None):
         run_matrix(work, tally)
         run_negative(work, tally)
         run_mutations(work, tally)
+        run_conventions(tally)
     finally:
         if not a.keep and not a.workdir:
             shutil.rmtree(work, ignore_errors=True)
