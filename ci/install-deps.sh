@@ -7,6 +7,7 @@ packages=(
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
   libcxxopts-dev libzstd-dev libspdlog-dev nlohmann-json3-dev libgtest-dev
   python3-torch python3-numpy python3-zstandard python3-h5py hdf5-tools
+  strace
 )
 
 missing=()

@@ -37,6 +37,7 @@ cxxopts::Options make_options() {
         ("num-key-value-heads", "override the number of KV heads (query groups)", cxxopts::value<std::uint64_t>())
         ("vocab-size", "trim embedding and lm_head to this many rows (default: keep the padded vocabulary)", cxxopts::value<std::uint64_t>())
         ("overwrite", "replace an existing output folder (hdf5: an existing group)")
+        ("no-fsync", "do not fsync the output before renaming it into place (faster; a machine crash can then leave a complete-looking folder with missing bytes)")
         ("verify", "re-read every written file and check each tensor against the checksum of the bytes its writer received, before the output is committed")
         ("format", "safetensors (a Hugging Face folder) or hdf5 (a group of one dataset per tensor in an .h5 file, written with parallel HDF5)", cxxopts::value<std::string>()->default_value("safetensors"))
         ("group", "hdf5: the group that receives the tensors (default iter_NNNNNNN of the converted iteration); other groups of the file are kept", cxxopts::value<std::string>())
@@ -116,6 +117,7 @@ std::optional<m2h::pipeline::ConvertOptions> parse(int argc, char** argv, bool p
     if (r.count("vocab-size")) o.vocab_size = r["vocab-size"].as<std::uint64_t>();
     o.overwrite = r.count("overwrite") > 0;
     o.verify = r.count("verify") > 0;
+    o.fsync = r.count("no-fsync") == 0;
     o.format = r["format"].as<std::string>();
     if (o.format != "safetensors" && o.format != "hdf5")
         throw Error("--format", "expected safetensors or hdf5, got '" + o.format + "'");

@@ -85,12 +85,29 @@ void File::write_at(std::uint64_t offset, std::span<const std::byte> data) const
     }
 }
 
+bool File::reserve(std::uint64_t size) const {
+    if (size == 0) return true;
+    // fallocate, not posix_fallocate: glibc's fallback for filesystems without it writes every byte.
+    if (::fallocate(fd_, 0, 0, static_cast<off_t>(size)) == 0) return true;
+    if (errno == EOPNOTSUPP || errno == ENOSYS) return false;
+    throw Error(path_, "cannot reserve " + std::to_string(size) + " bytes: " + errno_text());
+}
+
 void File::truncate(std::uint64_t size) const {
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) throw Error(path_, "cannot set size: " + errno_text());
 }
 
 void File::sync() const {
     if (::fsync(fd_) != 0) throw Error(path_, "fsync failed: " + errno_text());
+}
+
+void sync_path(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw Error(path, "cannot open to fsync: " + errno_text());
+    const int rc = ::fsync(fd);
+    const std::string why = rc != 0 ? errno_text() : "";
+    ::close(fd);
+    if (rc != 0) throw Error(path, "fsync failed: " + why);
 }
 
 std::string read_text_file(const std::string& path) {

@@ -27,12 +27,19 @@ public:
     void read_at(std::uint64_t offset, std::span<std::byte> out) const;
     void write_at(std::uint64_t offset, std::span<const std::byte> data) const;
     void truncate(std::uint64_t size) const;
+    // Allocates the blocks of [0, size) without writing them (fallocate), so that a full filesystem or quota shows
+    // now. False where the filesystem cannot (some network filesystems): nothing is reserved then.
+    bool reserve(std::uint64_t size) const;
     void sync() const;
 
 private:
     std::string path_;
     int fd_ = -1;
 };
+
+// fsync of a file or folder by its path: a folder's entries (names created, renamed or removed) are only durable
+// once the folder itself is synced.
+void sync_path(const std::string& path);
 
 // Reads a whole small file (tracker files, metadata.json, assets).
 std::string read_text_file(const std::string& path);

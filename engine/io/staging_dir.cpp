@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "common/error.hpp"
+#include "io/file.hpp"
 
 namespace m2h::io {
 namespace fs = std::filesystem;
@@ -40,7 +41,12 @@ StagingDir::~StagingDir() {
     }
 }
 
-void StagingDir::commit() {
+void StagingDir::commit(bool durable) {
+    swap_into_place();
+    if (durable) sync_path(fs::path(final_).parent_path().string());
+}
+
+void StagingDir::swap_into_place() {
     std::error_code ec;
     if (fs::exists(final_, ec)) {
         if (!overwrite_) throw Error(final_, "appeared while converting; not replacing it");

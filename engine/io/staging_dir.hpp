@@ -16,10 +16,13 @@ public:
 
     const std::string& path() const noexcept { return staging_; }
     const std::string& final_path() const noexcept { return final_; }
-    // Renames staging onto the final path (replacing an old output only now, when the new one is complete).
-    void commit();
+    // Renames staging onto the final path (replacing an old output only now, when the new one is complete); with
+    // `durable`, then fsyncs the parent folder so that the rename survives a crash.
+    void commit(bool durable = false);
 
 private:
+    void swap_into_place();
+
     std::string final_;
     std::string staging_;
     bool overwrite_;

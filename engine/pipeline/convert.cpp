@@ -15,6 +15,7 @@
 #include "formats/checkpoint_discovery.hpp"
 #include "formats/legacy_checkpoint.hpp"
 #include "formats/torch_dist_checkpoint.hpp"
+#include "io/disk_space.hpp"
 #include "io/file.hpp"
 #include "io/hdf5_writer.hpp"
 #include "io/process_io.hpp"
@@ -134,10 +135,18 @@ tensors::SourceIndex index_torch_dist(const Comm& comm, const std::string& dir) 
     return index;
 }
 
+// The weight files at their final sizes, their blocks reserved where the filesystem can, after a check that they
+// fit at all: a full disk or quota fails here, before any tensor moves.
 void create_output_files(const plan::OutputLayout& layout, const std::string& dir) {
+    std::uint64_t bytes = 0;
+    for (const auto& f : layout.files) bytes += f.size;
+    // config.json, the index, the manifest: a few files of a few MB at most.
+    if (const auto why = io::space_shortfall(bytes + (4ull << 20), layout.files.size() + 4, io::free_space(dir)); !why.empty())
+        throw Error(dir, why);
     for (const auto& f : layout.files) {
         io::File file((fs::path(dir) / f.name).string(), io::File::Mode::CreateTruncate);
         file.truncate(f.size);
+        file.reserve(f.size);
         file.write_at(0, std::as_bytes(std::span(f.header.data(), f.header.size())));
     }
 }
@@ -239,6 +248,21 @@ void write_manifest_and_verify(const Comm& comm, const ConvertOptions& options, 
     });
     checked = comm.sum(checked);
     if (comm.rank() == 0) spdlog::info("verify: {} tensors re-read and matched their checksums", checked);
+}
+
+// Every output byte is on disk before the folder gets its final name: each rank fsyncs its share of the weight
+// files (a file's dirty pages are flushed whichever rank wrote them), rank 0 the small files it wrote and the
+// staging folder itself.
+void sync_outputs(const Comm& comm, const std::vector<std::string>& outputs, const std::string& dir) {
+    collective(comm, [&] {
+        const auto rank = static_cast<std::size_t>(comm.rank()), size = static_cast<std::size_t>(comm.size());
+        for (std::size_t i = rank; i < outputs.size(); i += size) io::sync_path(outputs[i]);
+        if (rank != 0) return;
+        for (const auto& e : fs::directory_iterator(dir))
+            if (e.is_regular_file() && std::find(outputs.begin(), outputs.end(), e.path().string()) == outputs.end())
+                io::sync_path(e.path().string());
+        io::sync_path(dir);
+    });
 }
 
 }  // namespace
@@ -392,8 +416,9 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
         summary.hdf5_stored_bytes = h5.commit(options.overwrite);
         summary.hdf5_group = hdf5_group;
     }
+    if (!hdf5 && options.fsync) sync_outputs(comm, outputs, staging_dir);
     collective(comm, [&] {
-        if (root && !hdf5) staging->commit();
+        if (root && !hdf5) staging->commit(options.fsync);
     });
     summary.tensors = mapping.outputs.size();
     summary.model_bytes = conversion.model_bytes;

@@ -25,6 +25,7 @@ struct ConvertOptions {
     std::optional<std::uint64_t> vocab_size;
     bool overwrite = false;
     bool verify = false;  // re-read every written file and check it against the manifest before committing
+    bool fsync = true;    // fsync the output files and folder before the rename, and the parent folder after it
     std::string format = "safetensors";              // or "hdf5" (docs/hdf5.md): `output` is then an .h5 file
     std::string group;                               // hdf5: the group to write; empty: iter_NNNNNNN
     std::optional<int> zstd_level;                   // hdf5: compress datasets with zstd at this level
