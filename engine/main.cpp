@@ -10,6 +10,7 @@
 
 #include "common/byte_size.hpp"
 #include "common/error.hpp"
+#include "common/stop_signal.hpp"
 #include "exchange/mpi_comm.hpp"
 #include "io/hdf5_writer.hpp"
 #include "io/zstd_filter.hpp"
@@ -144,6 +145,7 @@ std::optional<m2h::pipeline::ConvertOptions> parse(int argc, char** argv, bool p
 int main(int argc, char** argv) {
     m2h::exchange::MpiSession mpi(&argc, &argv);
     m2h::exchange::Comm comm;
+    m2h::install_stop_signals();
     auto logger = spdlog::stderr_color_mt("megatron2hf");
     logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%^%l%$] %v");
     spdlog::set_default_logger(logger);

@@ -83,6 +83,9 @@ std::string sbatch_directives(const JobSpec& spec) {
     line("mem", spec.resources.mem);
     line("time", spec.time);
     line("array", array_spec(spec.inputs.size(), spec.max_parallel));
+    // SIGUSR1 to the job steps 60 s before the time limit: the engine stops at once and removes its partial
+    // output, instead of being killed mid-write 30 s after SLURM's SIGTERM.
+    line("signal", "USR1@60");
     // Relative to the job's working directory, which the launcher sets to <convert_logs_dir>: no path from
     // the command line has to be written (unquotable) into an #SBATCH line.
     out += "#SBATCH --output=%x_%A_%a.out\n";

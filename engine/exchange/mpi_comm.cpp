@@ -7,6 +7,7 @@
 #include <exception>
 
 #include "common/error.hpp"
+#include "common/stop_signal.hpp"
 
 namespace m2h::exchange {
 namespace {
@@ -141,6 +142,8 @@ void collective(const Comm& comm, const std::function<void()>& step) {
     std::exception_ptr failure;
     try {
         step();
+        if (const int s = stop_signal())
+            throw Error(signal_name(s), "stopped before the conversion finished; its partial output is removed");
     } catch (const Error&) {
         failure = std::current_exception();
     }

@@ -51,8 +51,9 @@ private:
 // Thrown on the ranks that did not fail when another rank reported an error: they exit quietly.
 struct PeerFailed {};
 
-// Runs `step` on every rank and agrees on the outcome: if any rank threw m2h::Error, the lowest such rank
-// rethrows its error (so the message is printed once) and every other rank throws PeerFailed.
+// Runs `step` on every rank and agrees on the outcome: if any rank threw m2h::Error, or was asked to stop by a
+// signal (common/stop_signal.hpp), the lowest such rank rethrows its error (so the message is printed once) and
+// every other rank throws PeerFailed.
 void collective(const Comm& comm, const std::function<void()>& step);
 
 }  // namespace m2h::exchange

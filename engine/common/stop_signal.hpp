@@ -1,0 +1,18 @@
+#pragma once
+// SIGTERM (SLURM's time limit, `scancel`), SIGINT and SIGUSR1 (SLURM's `--signal` warning) stop a conversion
+// at the next point where the ranks agree on their state (exchange::collective), through the ordinary error
+// path: every rank exits non-zero and the staging folder is removed.
+#include <string>
+
+namespace m2h {
+
+// Installs the handlers (after MPI_Init, which may install its own).
+void install_stop_signals();
+
+// The signal that asked this process to stop, or 0.
+int stop_signal() noexcept;
+
+// "SIGTERM", ... for the signals above.
+std::string signal_name(int signal);
+
+}  // namespace m2h
