@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "formats/save_state.hpp"
 #include "io/file.hpp"
 
 namespace m2h::formats {
@@ -127,6 +128,11 @@ CheckpointLocation discover_checkpoint(const std::string& input, const std::stri
         dir = in;
     }
     loc.iteration_dir = fs::canonical(dir).string();
+    // The root is `in` with a tracker file, else the folder above the iteration.
+    const auto root = io::path_exists((in / kTracker).string()) ? in : fs::path(loc.iteration_dir).parent_path();
+    if (const auto state = save_state(loc.iteration_dir, loc.iteration, tracker_iteration(root.string())); !state.complete)
+        throw Error(loc.iteration_dir, "save in progress: Megatron has not written " + state.missing +
+                                           " yet; convert it once the save has finished");
     loc.format = detect_format(loc.iteration_dir);
     return loc;
 }

@@ -949,7 +949,7 @@ def _(ctx):
     return ["__1_1.distcp"]
 
 
-@case("dist_metadata_json_missing", "dist", r"metadata\.json.*did not finish")
+@case("dist_metadata_json_missing", "dist", r"iter_0000100: save in progress: Megatron has not written metadata\.json yet")
 def _(ctx):
     os.remove(ctx.path("metadata.json"))
     return ["metadata.json"]
