@@ -8,6 +8,7 @@
 #include <set>
 
 #include "common/error.hpp"
+#include "formats/save_state.hpp"
 
 namespace m2h::launch {
 namespace fs = std::filesystem;
@@ -49,12 +50,12 @@ std::vector<Iteration> discover_iterations(const std::string& root) {
         const auto name = e.path().filename().string();
         if (!e.is_directory(ec)) continue;  // follows symlinks; a dangling one is skipped
         if (name == "release") {
-            found.push_back({true, 0, e.path().string(), false});
+            found.push_back({true, 0, e.path().string(), false, ""});
             continue;
         }
         const auto n = iter_number(name);
         if (!n) continue;
-        found.push_back({false, *n, e.path().string(), false});
+        found.push_back({false, *n, e.path().string(), false, ""});
         have.insert(*n);
         if (e.is_symlink(ec)) symlinks.emplace_back(*n, fs::canonical(e.path(), ec));
     }
@@ -64,7 +65,7 @@ std::vector<Iteration> discover_iterations(const std::string& root) {
         for (const auto& e : fs::directory_iterator(target.parent_path(), ec2)) {
             const auto m = iter_number(e.path().filename().string());
             if (!m || *m >= n || have.count(*m) || !e.is_directory(ec2)) continue;
-            found.push_back({false, *m, e.path().string(), true});
+            found.push_back({false, *m, e.path().string(), true, ""});
             have.insert(*m);
         }
     }
@@ -72,6 +73,11 @@ std::vector<Iteration> discover_iterations(const std::string& root) {
         if (a.release != b.release) return a.release;
         return a.number < b.number;
     });
+    for (auto& it : found) {
+        const auto tracker = formats::tracker_iteration(fs::path(it.folder).parent_path().string());
+        const auto state = formats::save_state(it.folder, it.release ? std::nullopt : std::optional(it.number), tracker);
+        if (!state.complete) it.saving = state.missing;
+    }
     return found;
 }
 
@@ -125,7 +131,7 @@ SelectedIterations select_iterations(const std::vector<Iteration>& available, co
                     return n < 0 ? a.release : (!a.release && a.number == n);
                 });
                 if (it == available.end())
-                    out.not_on_disk.push_back(n < 0 ? "release" : Iteration{false, n, "", false}.folder_name());
+                    out.not_on_disk.push_back(n < 0 ? "release" : Iteration{false, n, "", false, ""}.folder_name());
                 else
                     out.chosen.push_back(*it);
             }

@@ -12,6 +12,7 @@ struct Iteration {
     std::int64_t number = 0;    // iter_%07d
     std::string folder;         // where it is on disk (a cool-down run's borrowed ones live in another root)
     bool borrowed = false;      // found beside the target of a symlinked iter_* folder
+    std::string saving;         // what Megatron has yet to write when the save is in progress; empty when complete
 
     std::string key() const;          // "100" or "release": the engine's --iteration value
     std::string folder_name() const;  // "iter_0000100" or "release": the output folder name
@@ -20,7 +21,8 @@ struct Iteration {
 // iter_* folders (symlinks followed) and release/ under `root`, sorted (release first, then by number). A
 // symlinked iter_N also brings every iter_M with M < N beside its target: cool-down runs start from a symlink
 // to the pre-cool-down checkpoint, whose earlier iterations belong to the same model history.
-// Throws m2h::Error(root, ...) when root is not a folder.
+// Each is marked `saving` when its save has not finished (formats/save_state.hpp, with the tracker file of its
+// own root). Throws m2h::Error(root, ...) when root is not a folder.
 std::vector<Iteration> discover_iterations(const std::string& root);
 
 struct IterationSelection {

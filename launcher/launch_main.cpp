@@ -238,7 +238,7 @@ struct LogPlan {
     std::string canonical_root;
     std::vector<Iteration> todo;
     std::vector<std::string> todo_outputs;
-    std::size_t done = 0, in_flight = 0;
+    std::size_t done = 0, in_flight = 0, saving = 0;
 };
 
 std::optional<LogPlan> read_log(const std::string& log_path) {
@@ -528,6 +528,12 @@ int run_launch(const Settings& s) {
                 ++p.done;
                 continue;
             }
+            if (!it.saving.empty()) {
+                ++p.saving;
+                spdlog::info("{}: {} is still being saved (Megatron has not written {} yet): left for a later run",
+                             p.name, it.folder_name(), it.saving);
+                continue;
+            }
             p.todo.push_back(it);
             p.todo_outputs.push_back(out);
         }
@@ -568,8 +574,8 @@ int run_launch(const Settings& s) {
         }
         p.todo = std::move(todo);
         p.todo_outputs = std::move(outputs);
-        spdlog::info("{}: checkpoint {} ({}); {} converted, {} queued or running, {} to convert", p.name,
-                     p.run.checkpoint_root, describe_model(p.run), p.done, p.in_flight, p.todo.size());
+        spdlog::info("{}: checkpoint {} ({}); {} converted, {} queued or running, {} being saved, {} to convert", p.name,
+                     p.run.checkpoint_root, describe_model(p.run), p.done, p.in_flight, p.saving, p.todo.size());
     }
 
     std::string assets;
@@ -690,12 +696,13 @@ int run_status(const Settings& s) {
     // iteration on disk (so unsubmitted ones show too).
     struct Target {
         std::string log_name, iteration, output;
+        std::string saving;  // known for the iterations found on disk
     };
     std::vector<Target> targets;
-    std::set<std::string> seen;
+    std::map<std::string, std::size_t> seen;  // output -> target
     const auto latest = latest_tasks(records);
     for (const auto& [output, lt] : latest)
-        if (seen.insert(output).second) targets.push_back({lt.record->log_name, lt.task->iteration, output});
+        if (seen.emplace(output, targets.size()).second) targets.push_back({lt.record->log_name, lt.task->iteration, output, ""});
     if (s.has("train_logs_dir_or_path")) {
         const auto save_dir = absolute(require(s, "save_checkpoints_dir"));
         const auto selection = parse_iteration_selection(s.get("iterations", "all"));
@@ -706,7 +713,10 @@ int run_status(const Settings& s) {
             try {
                 for (const auto& it : select_iterations(discover_iterations(p.run.checkpoint_root), selection).chosen) {
                     const auto out = output_dir(save_dir, p.name, it);
-                    if (seen.insert(out).second) targets.push_back({p.name, it.key(), out});
+                    if (const auto [at, fresh] = seen.emplace(out, targets.size()); fresh)
+                        targets.push_back({p.name, it.key(), out, it.saving});
+                    else
+                        targets[at->second].saving = it.saving;
                 }
             } catch (const Error& e) {
                 spdlog::warn("{}: {}", p.name, e.what());
@@ -726,6 +736,7 @@ int run_status(const Settings& s) {
         Observation o;
         o.output_complete = check.complete;
         o.output_problem = check.problem;
+        o.saving = t.saving;
         o.slurm_answered = slurm.squeue_ok || slurm.sacct_ok;
         StatusRow row{t.log_name, t.iteration, t.output, TaskState::Unknown, "", ""};
         if (const auto it = by_output.find(t.output); it != by_output.end()) {

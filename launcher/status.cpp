@@ -16,6 +16,7 @@ std::string state_name(TaskState s) {
         case TaskState::Running: return "running";
         case TaskState::Failed: return "failed";
         case TaskState::NotSubmitted: return "not submitted";
+        case TaskState::Saving: return "saving";
         case TaskState::Unknown: return "unknown";
     }
     return "unknown";
@@ -25,6 +26,8 @@ std::string job_key(const SubmissionRecord& r, const TaskRecord& t) { return r.j
 
 Classified classify(const Observation& o) {
     if (o.output_complete) return {TaskState::Converted, ""};
+    // Megatron is still writing it: nothing is submitted for it, and nothing earlier counts against it.
+    if (!o.saving.empty()) return {TaskState::Saving, "Megatron has not written " + o.saving + " yet"};
     if (!o.record || !o.task) return {TaskState::NotSubmitted, o.output_problem};
     if (o.record->executor == "local") {
         if (!o.task->exit_code) return {TaskState::Failed, "local run did not finish"};

@@ -10,11 +10,13 @@
 
 namespace m2h::launch {
 
-enum class TaskState { Converted, Queued, Running, Failed, NotSubmitted, Unknown };
-std::string state_name(TaskState s);  // "converted", "queued", "running", "failed", "not submitted", "unknown"
+enum class TaskState { Converted, Queued, Running, Failed, NotSubmitted, Saving, Unknown };
+// "converted", "queued", "running", "failed", "not submitted", "saving", "unknown"
+std::string state_name(TaskState s);
 
 struct Observation {
     bool output_complete = false;
+    std::string saving;                     // the checkpoint's save is in progress: what it has yet to write
     std::string output_problem;             // check_output's reason when incomplete
     const SubmissionRecord* record = nullptr;  // latest submission of this output, if any
     const TaskRecord* task = nullptr;

@@ -298,8 +298,8 @@ def case_e2e(a, work):
     # Again: everything is converted, nothing is submitted.
     p = run(cmd, env=env)
     check(len(records(convert_logs)) == n_logs, "the second launch submitted again")
-    check("3 converted, 0 queued or running, 0 to convert" in p.stderr, "second launch did not see the cool-down's 3 converted")
-    check(p.stderr.count("0 queued or running, 0 to convert") == n_logs, "a log still has iterations to convert")
+    check("3 converted, 0 queued or running, 0 being saved, 0 to convert" in p.stderr, "second launch did not see the cool-down's 3 converted")
+    check(p.stderr.count("0 queued or running, 0 being saved, 0 to convert") == n_logs, "a log still has iterations to convert")
 
     # One output removed: exactly that one is redone.
     gone = os.path.join(save, "llama-cooldown_2002", "hf", "iter_0000100")

@@ -87,6 +87,30 @@ TEST(LauncherIterations, DiscoversIterFoldersAndRelease) {
     }
 }
 
+TEST(LauncherIterations, SavesInProgressAreMarked) {
+    const auto root = fresh_dir("saving");
+    touch(root / "latest_checkpointed_iteration.txt", "100");
+    // iter 100: named by the tracker. iter 200: every rank file ends with its zip directory. iter 300: one rank
+    // file has no zip directory yet. iter 400: torch_dist without .metadata. iter 500: torch_dist, complete.
+    const std::string eocd = std::string("PK\x05\x06", 4) + std::string(18, '\0');
+    touch(root / "iter_0000100" / "mp_rank_00" / "model_optim_rng.pt", "partial");
+    touch(root / "iter_0000200" / "mp_rank_00" / "model_optim_rng.pt", "data" + eocd);
+    touch(root / "iter_0000300" / "mp_rank_00" / "model_optim_rng.pt", "data" + eocd);
+    touch(root / "iter_0000300" / "mp_rank_01" / "model_optim_rng.pt", "data" + eocd.substr(0, 21));
+    touch(root / "iter_0000400" / "__0_0.distcp", "x");
+    touch(root / "iter_0000400" / "metadata.json", "{}");
+    touch(root / "iter_0000500" / "__0_0.distcp", "x");
+    touch(root / "iter_0000500" / "metadata.json", "{}");
+    touch(root / "iter_0000500" / ".metadata", "x");
+    const auto its = discover_iterations(root.string());
+    ASSERT_EQ(keys(its), (std::vector<std::string>{"100", "200", "300", "400", "500"}));
+    EXPECT_EQ(its[0].saving, "");
+    EXPECT_EQ(its[1].saving, "");
+    EXPECT_EQ(its[2].saving, "the end of mp_rank_01/model_optim_rng.pt (its zip directory)");
+    EXPECT_NE(its[3].saving.find(".metadata"), std::string::npos);
+    EXPECT_EQ(its[4].saving, "");
+}
+
 TEST(LauncherIterations, CooldownSymlinkBringsEarlierIterationsOfItsTarget) {
     const auto base = fresh_dir("cooldown");
     for (const char* n : {"iter_0001000", "iter_0002000", "iter_0003000"}) fs::create_directories(base / "pre" / n);

@@ -80,6 +80,12 @@ TEST(LauncherStatus, Classification) {
     o.slurm_state.reset();
     EXPECT_EQ(classify(o).state, TaskState::Failed);
     EXPECT_EQ(classify(o).detail, "exit code 1");
+    // A save in progress is `saving`, whatever an earlier submission of it did.
+    o.saving = ".metadata";
+    EXPECT_EQ(classify(o).state, TaskState::Saving);
+    EXPECT_EQ(state_name(TaskState::Saving), "saving");
+    o.output_complete = true;
+    EXPECT_EQ(classify(o).state, TaskState::Converted);
 }
 
 TEST(LauncherStatus, LatestSubmissionOfEachOutputWins) {
