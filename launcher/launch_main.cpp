@@ -749,7 +749,7 @@ int run_status(const Settings& s) {
         const auto c = classify(o);
         row.state = c.state;
         row.detail = c.detail;
-        if (c.state == TaskState::Failed) {
+        if (c.state == TaskState::Failed || c.state == TaskState::Timeout) {
             const auto err = fs::path(convert_logs_dir) / (o.record->job_name + "_" + row.job + ".err");
             if (fs::exists(err)) row.detail += (row.detail.empty() ? "" : "; ") + std::string("see ") + err.string();
         }

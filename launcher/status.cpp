@@ -15,6 +15,7 @@ std::string state_name(TaskState s) {
         case TaskState::Queued: return "queued";
         case TaskState::Running: return "running";
         case TaskState::Failed: return "failed";
+        case TaskState::Timeout: return "timeout";
         case TaskState::NotSubmitted: return "not submitted";
         case TaskState::Saving: return "saving";
         case TaskState::Unknown: return "unknown";
@@ -45,6 +46,9 @@ Classified classify(const Observation& o) {
         }
         if (running.count(s)) return {TaskState::Running, s == "RUNNING" ? "" : s};
         if (s == "COMPLETED") return {TaskState::Failed, "job completed, but the output is incomplete: " + o.output_problem};
+        // The time limit: the engine stopped on SLURM's signal and removed its partial output; run the launcher
+        // again (with a longer --time) to convert it.
+        if (s == "TIMEOUT") return {TaskState::Timeout, "the time limit ended it; the next launch resubmits it"};
         return {TaskState::Failed, s};
     }
     if (!o.slurm_answered) return {TaskState::Unknown, "squeue and sacct cannot be asked; output " + o.output_problem};

@@ -10,8 +10,8 @@
 
 namespace m2h::launch {
 
-enum class TaskState { Converted, Queued, Running, Failed, NotSubmitted, Saving, Unknown };
-// "converted", "queued", "running", "failed", "not submitted", "saving", "unknown"
+enum class TaskState { Converted, Queued, Running, Failed, Timeout, NotSubmitted, Saving, Unknown };
+// "converted", "queued", "running", "failed", "timeout", "not submitted", "saving", "unknown"
 std::string state_name(TaskState s);
 
 struct Observation {

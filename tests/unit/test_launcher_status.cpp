@@ -63,7 +63,7 @@ TEST(LauncherStatus, Classification) {
     EXPECT_EQ(classify(o).state, TaskState::Failed);  // forgotten by SLURM, no output
     for (const auto& [state, expected] : std::vector<std::pair<std::string, TaskState>>{
              {"PENDING", TaskState::Queued}, {"REQUEUE_HOLD", TaskState::Queued}, {"RUNNING", TaskState::Running},
-             {"COMPLETING", TaskState::Running}, {"FAILED", TaskState::Failed}, {"TIMEOUT", TaskState::Failed},
+             {"COMPLETING", TaskState::Running}, {"FAILED", TaskState::Failed}, {"TIMEOUT", TaskState::Timeout},
              {"CANCELLED", TaskState::Failed}, {"OUT_OF_MEMORY", TaskState::Failed}, {"COMPLETED", TaskState::Failed}}) {
         o.slurm_state = state;
         EXPECT_EQ(classify(o).state, expected) << state;
