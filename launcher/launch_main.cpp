@@ -89,8 +89,10 @@ const std::vector<OptionDef> kOptions = {
     {"format", "status output: table (default) or json", Kind::Value, false},
 };
 
+enum class Command { Launch, Status, Clean };
+
 struct Settings {
-    bool status = false;
+    Command command = Command::Launch;
     std::map<std::string, std::string> values;             // canonical name → value
     std::map<std::string, std::vector<std::string>> lists;  // canonical name → values
     std::set<std::string> flags;
@@ -149,14 +151,15 @@ std::string read_file(const std::string& path, const std::string& what) {
 std::optional<Settings> parse_settings(int argc, char** argv) {
     Settings s;
     std::vector<char*> args(argv, argv + argc);
-    if (args.size() > 1 && std::string(args[1]) == "status") {
-        s.status = true;
+    if (args.size() > 1 && (std::string(args[1]) == "status" || std::string(args[1]) == "clean")) {
+        s.command = std::string(args[1]) == "status" ? Command::Status : Command::Clean;
         args.erase(args.begin() + 1);
     }
     cxxopts::Options spec(kProgram,
                           "Turns Megatron-LM training logs into SLURM job arrays that convert every checkpoint iteration "
                           "with megatron2hf.\n  megatron2hf-launch --convert_logs_dir D --train_logs_dir_or_path L "
-                          "--save_checkpoints_dir S [options]\n  megatron2hf-launch status --convert_logs_dir D [...]");
+                          "--save_checkpoints_dir S [options]\n  megatron2hf-launch status --convert_logs_dir D [...]\n  "
+                          "megatron2hf-launch clean --convert_logs_dir D [...]: remove what killed conversions left");
     for (const auto& o : kOptions) {
         if (o.kind == Kind::Flag)
             spec.add_options()(o.name, o.help);
@@ -686,10 +689,9 @@ int run_launch(const Settings& s) {
 // status
 // ------------------------------------------------------------------------------------------------------------
 
-int run_status(const Settings& s) {
+// Every (log, iteration) status knows of, classified: what `status` prints and what `clean` must not touch.
+std::vector<StatusRow> status_rows(const Settings& s) {
     const auto convert_logs_dir = absolute(require(s, "convert_logs_dir"));
-    const auto format = s.get("format", "table");
-    if (format != "table" && format != "json") throw Error("--format", "expected table or json, got '" + format + "'");
     const auto records = load_records(state_file_path(convert_logs_dir));
 
     // Targets: everything ever submitted from this folder, plus, when logs are given, every selected
@@ -760,7 +762,54 @@ int run_status(const Settings& s) {
         const auto num = [](const std::string& it) { return it == "release" ? -1LL : std::stoll(it); };
         return num(a.iteration) < num(b.iteration);
     });
+    return rows;
+}
+
+// The staging folders beside the outputs status knows of, and whether a queued or running task may still be
+// writing into one.
+std::vector<std::pair<Leftover, bool>> leftovers(const std::vector<StatusRow>& rows) {
+    std::set<std::string> hf_dirs, busy;
+    for (const auto& r : rows) {
+        hf_dirs.insert(fs::path(r.output).parent_path().string());
+        if (r.state == TaskState::Queued || r.state == TaskState::Running) busy.insert(r.output);
+    }
+    std::vector<std::pair<Leftover, bool>> out;
+    for (const auto& dir : hf_dirs)
+        for (auto& l : leftover_staging(dir)) {
+            const bool in_use = busy.count(l.output) > 0;
+            out.emplace_back(std::move(l), in_use);
+        }
+    return out;
+}
+
+int run_status(const Settings& s) {
+    const auto format = s.get("format", "table");
+    if (format != "table" && format != "json") throw Error("--format", "expected table or json, got '" + format + "'");
+    const auto rows = status_rows(s);
     std::cout << (format == "json" ? render_status_json(rows) : render_status_table(rows)) << std::flush;
+    for (const auto& [l, in_use] : leftovers(rows))
+        spdlog::warn("leftover staging folder {} ({}){}", l.path, m2h::format_bytes(l.bytes),
+                     in_use ? ": its task is queued or running" : ": `megatron2hf-launch clean` removes it");
+    return 0;
+}
+
+// Removes the staging folders killed conversions left, except where a queued or running task may use one.
+int run_clean(const Settings& s) {
+    std::uint64_t freed = 0;
+    std::size_t removed = 0;
+    for (const auto& [l, in_use] : leftovers(status_rows(s))) {
+        if (in_use) {
+            spdlog::info("keeping {}: its task is queued or running", l.path);
+            continue;
+        }
+        std::error_code ec;
+        fs::remove_all(l.path, ec);
+        if (ec) throw Error(l.path, "cannot remove: " + ec.message());
+        spdlog::info("removed {} ({})", l.path, m2h::format_bytes(l.bytes));
+        freed += l.bytes;
+        ++removed;
+    }
+    spdlog::info("clean: removed {} leftover staging folder(s), {} freed", removed, m2h::format_bytes(freed));
     return 0;
 }
 
@@ -773,7 +822,12 @@ int main(int argc, char** argv) {
     try {
         const auto settings = parse_settings(argc, argv);
         if (!settings) return 0;
-        return settings->status ? run_status(*settings) : run_launch(*settings);
+        switch (settings->command) {
+            case Command::Status: return run_status(*settings);
+            case Command::Clean: return run_clean(*settings);
+            case Command::Launch: return run_launch(*settings);
+        }
+        return 2;
     } catch (const Error& e) {
         std::fprintf(stderr, "%s: error: %s\n", kProgram, e.what());
         return 1;

@@ -1,5 +1,6 @@
 #include "outputs.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -100,6 +101,23 @@ OutputCheck check_output(const std::string& dir) {
     }
     c.complete = true;
     return c;
+}
+
+std::vector<Leftover> leftover_staging(const std::string& hf_dir) {
+    std::vector<Leftover> out;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(hf_dir, ec)) {
+        auto name = e.path().filename().string();
+        const bool old = name.ends_with(".m2h-partial.old");
+        if (!name.starts_with(".") || !(old || name.ends_with(".m2h-partial")) || !e.is_directory(ec)) continue;
+        name = name.substr(1, name.size() - 1 - (old ? 16 : 12));
+        Leftover l{e.path().string(), (fs::path(hf_dir) / name).string(), 0};
+        for (const auto& f : fs::recursive_directory_iterator(e.path(), ec))
+            if (f.is_regular_file(ec)) l.bytes += f.file_size(ec);
+        out.push_back(std::move(l));
+    }
+    std::sort(out.begin(), out.end(), [](const Leftover& a, const Leftover& b) { return a.path < b.path; });
+    return out;
 }
 
 }  // namespace m2h::launch

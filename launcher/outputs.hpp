@@ -1,6 +1,8 @@
 #pragma once
 // Where each converted iteration goes, and whether it is already there.
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "iteration_discovery.hpp"
 
@@ -23,5 +25,14 @@ struct OutputCheck {
 // header whose tensor offsets end exactly at the file's end. The engine renames a finished folder into place,
 // so a folder from it is complete; this also rejects truncated or hand-made folders.
 OutputCheck check_output(const std::string& dir);
+
+// What a killed conversion (SIGKILL, a failed node) leaves beside the outputs in `hf_dir`: the engine's hidden
+// staging folders `.iter_NNNNNNN.m2h-partial` (and `.old`, an output being replaced), with their sizes.
+struct Leftover {
+    std::string path;
+    std::string output;  // the output folder it was to become
+    std::uint64_t bytes = 0;
+};
+std::vector<Leftover> leftover_staging(const std::string& hf_dir);
 
 }  // namespace m2h::launch

@@ -165,3 +165,19 @@ TEST(LauncherOutputs, CompleteOnlyWithConfigAndWholeSafetensors) {
     write_safetensors(sharded / "model-00002-of-00002.safetensors", 20);
     EXPECT_TRUE(check_output(sharded.string()).complete);
 }
+
+TEST(LauncherOutputs, LeftoverStagingFoldersWithTheirSizes) {
+    const auto hf = fresh_dir("leftovers") / "hf";
+    touch(hf / "iter_0000100" / "config.json", "{}");                            // an output, not a leftover
+    touch(hf / ".iter_0000200.m2h-partial" / "model.safetensors", std::string(1000, 'x'));
+    touch(hf / ".iter_0000200.m2h-partial" / "config.json", "{}");
+    touch(hf / ".iter_0000100.m2h-partial.old" / "model.safetensors", std::string(10, 'x'));
+    touch(hf / ".notes", "hidden file");
+    const auto left = leftover_staging(hf.string());
+    ASSERT_EQ(left.size(), 2u);
+    EXPECT_EQ(left[0].output, (hf / "iter_0000100").string());
+    EXPECT_EQ(left[0].bytes, 10u);
+    EXPECT_EQ(left[1].output, (hf / "iter_0000200").string());
+    EXPECT_EQ(left[1].bytes, 1002u);
+    EXPECT_TRUE(leftover_staging((hf / "missing").string()).empty());
+}
