@@ -1,0 +1,40 @@
+#include "local_executor.hpp"
+
+#include <unistd.h>
+
+#include <ctime>
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "submission.hpp"
+
+namespace m2h::launch {
+
+namespace fs = std::filesystem;
+
+std::string local_job_id() { return "local-" + std::to_string(::time(nullptr)) + "-" + std::to_string(::getpid()); }
+
+void run_tasks_here(SubmissionRecord& record, const std::string& convert_logs_dir, std::size_t& failures) {
+    for (auto& t : record.tasks) {
+        CommandOptions o;
+        o.cwd = convert_logs_dir;
+        o.timeout_s = 0;
+        o.set_env["SLURM_ARRAY_TASK_ID"] = std::to_string(t.task);
+        // The script takes srun when SLURM_JOB_ID is set; run from inside an allocation it must still use mpirun.
+        o.unset_env = {"SLURM_JOB_ID", "SLURM_JOBID", "SLURM_ARRAY_JOB_ID"};
+        const auto stem = (fs::path(convert_logs_dir) / (record.job_name + "_" + record.job_id + "_" + std::to_string(t.task))).string();
+        o.stdout_file = stem + ".out";
+        o.stderr_file = stem + ".err";
+        const auto r = run_command({"bash", record.script}, o);
+        t.exit_code = r.exit_code;
+        if (r.exit_code == 0)
+            spdlog::info("{}: {} converted", record.log_name, t.output);
+        else {
+            ++failures;
+            spdlog::error("{}: iteration {} failed (exit {}); see {}.err", record.log_name, t.iteration, r.exit_code, stem);
+        }
+    }
+}
+
+}  // namespace m2h::launch
