@@ -1,16 +1,15 @@
 #!/usr/bin/env python3
 """Fail fast on space: converting into a 1 MiB tmpfs (and into one with too few inodes) must fail in the first
 second with one line naming the output folder and the shortfall, on every rank, leaving nothing behind."""
-import argparse
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.dirname(os.path.dirname(HERE))
-PY = "/usr/bin/python3"
+sys.path.insert(0, HERE)
+from e2e_case import case_setup  # noqa: E402
+
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 
 
@@ -39,18 +38,9 @@ def convert_into(a, ckpt, mount, options, expect):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--engine", required=True)
-    ap.add_argument("--workdir", required=True)
-    a = ap.parse_args()
-    work = os.path.join(a.workdir, "disk_full_case")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    fixture = ["--arch", "llama", "--layers", "4", "--hidden", "256", "--heads", "4", "--kv-heads", "2", "--ffn", "512",
-               "--padded-vocab", "1024", "--tp", "2", "--pp", "2", "--dtype", "fp32"]  # about 5 MB of weights
-    subprocess.run([PY, os.path.join(SRC, "tests/fixtures/megatron_fixture.py"), "--out", work] + fixture, check=True,
-                   stdout=subprocess.DEVNULL)
-    ckpt = os.path.join(work, "checkpoint")
+    a, work, ckpt, expected = case_setup("disk_full_case", [
+        "--arch", "llama", "--layers", "4", "--hidden", "256", "--heads", "4", "--kv-heads", "2", "--ffn", "512",
+        "--padded-vocab", "1024", "--tp", "2", "--pp", "2", "--dtype", "fp32"])
     problems = convert_into(a, ckpt, os.path.join(work, "small"), "size=1m", "not enough free space")
     # Room for the bytes but not for the files: the staging folder and the output files each take an inode.
     problems += convert_into(a, ckpt, os.path.join(work, "few_inodes"), "size=64m,nr_inodes=3", "not enough free inodes")

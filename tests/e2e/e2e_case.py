@@ -36,6 +36,23 @@ def mpirun(ranks, engine, args, timeout):
     return p
 
 
+def case_setup(name, fixture_args):
+    """A process-level test's command line (--engine, --workdir) and a fresh work folder WORKDIR/NAME holding a
+    fixture written with FIXTURE_ARGS. Returns (args, work, checkpoint root, expected iteration folder)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--engine", required=True)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--ranks", type=int, default=3)
+    a = ap.parse_args()
+    work = os.path.join(a.workdir, name)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    subprocess.run([PY, os.path.join(SRC, "tests/fixtures/megatron_fixture.py"), "--out", work] + fixture_args,
+                   check=True, stdout=subprocess.DEVNULL)
+    expected = [os.path.join(work, "expected", n) for n in os.listdir(os.path.join(work, "expected"))]
+    return a, work, os.path.join(work, "checkpoint"), expected[0]
+
+
 def mutate(checkpoint, spec):
     kind, _, rest = spec.partition(":")
     if kind == "delete":

@@ -2,8 +2,6 @@
 """Durability: traced with strace, every output file and the staging folder are fsynced before the staging folder is
 renamed onto the output, and the output's parent folder after the rename; with --no-fsync nothing is fsynced. A
 sharded output (several weight files) converted by 2 ranks, so that both ranks' shares are covered."""
-import argparse
-import glob
 import os
 import re
 import shutil
@@ -13,6 +11,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
 PY = "/usr/bin/python3"
+sys.path.insert(0, HERE)
+from e2e_case import case_setup  # noqa: E402
+
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 # strace -ttt -y: "1733490000.123456 fsync(5</path/to/file>) = 0", one file per traced process.
 FSYNC = re.compile(r"^(\d+\.\d+) fsync\(\d+<([^>]*)>\) = 0")
@@ -42,18 +43,10 @@ def traced(a, ckpt, out, trace_dir, extra=()):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--engine", required=True)
-    ap.add_argument("--workdir", required=True)
-    a = ap.parse_args()
-    work = os.path.join(a.workdir, "fsync_case")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    fixture = ["--arch", "llama", "--layers", "4", "--hidden", "128", "--heads", "4", "--kv-heads", "2", "--ffn", "256",
-               "--padded-vocab", "512", "--tp", "2", "--pp", "2", "--dtype", "bf16"]
-    subprocess.run([PY, os.path.join(SRC, "tests/fixtures/megatron_fixture.py"), "--out", work] + fixture, check=True,
-                   stdout=subprocess.DEVNULL)
-    ckpt, out = os.path.join(work, "checkpoint"), os.path.join(work, "hf")
+    a, work, ckpt, expected = case_setup("fsync_case", [
+        "--arch", "llama", "--layers", "4", "--hidden", "128", "--heads", "4", "--kv-heads", "2", "--ffn", "256",
+        "--padded-vocab", "512", "--tp", "2", "--pp", "2", "--dtype", "bf16"])
+    out = os.path.join(work, "hf")
     staging = os.path.join(work, ".hf.m2h-partial")
     failures = []
 
@@ -80,7 +73,6 @@ def main():
     print(f"--no-fsync: {len(synced)} fsync calls")
     if synced:
         failures.append(f"--no-fsync still fsynced {synced[:4]}")
-    expected = glob.glob(os.path.join(work, "expected", "iter_*"))[0]
     if subprocess.run([PY, os.path.join(SRC, "tests/e2e/check_hf_output.py"), "--output", out, "--expected", expected,
                        "--expect-sharded"]).returncode:
         failures.append("the --no-fsync output differs from the expected tensors")

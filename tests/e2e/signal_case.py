@@ -2,10 +2,7 @@
 """Signals: a conversion that gets SIGTERM (on every rank, as SLURM sends it at the time limit), SIGUSR1 (SLURM's
 --signal warning, here to one rank only) or SIGINT stops: every rank exits non-zero within seconds, one error line
 names the signal, and neither the output nor its staging folder is left. The checkpoint is then converted."""
-import argparse
-import glob
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +13,7 @@ SRC = os.path.dirname(os.path.dirname(HERE))
 PY = "/usr/bin/python3"
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 sys.path.insert(0, HERE)
+from e2e_case import case_setup  # noqa: E402
 from kill_case import alive, ranks_of  # noqa: E402
 
 
@@ -60,24 +58,14 @@ def stop_with(a, ckpt, out, staging, sig, every_rank):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--engine", required=True)
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--ranks", type=int, default=3)
-    a = ap.parse_args()
-    work = os.path.join(a.workdir, "signal_case")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    fixture = ["--arch", "llama", "--layers", "4", "--hidden", "256", "--heads", "8", "--kv-heads", "2", "--ffn", "512",
-               "--padded-vocab", "1024", "--tp", "2", "--pp", "2", "--dtype", "bf16"]
-    subprocess.run([PY, os.path.join(SRC, "tests/fixtures/megatron_fixture.py"), "--out", work] + fixture, check=True,
-                   stdout=subprocess.DEVNULL)
-    ckpt, out = os.path.join(work, "checkpoint"), os.path.join(work, "hf")
+    a, work, ckpt, expected = case_setup("signal_case", [
+        "--arch", "llama", "--layers", "4", "--hidden", "256", "--heads", "8", "--kv-heads", "2", "--ffn", "512",
+        "--padded-vocab", "1024", "--tp", "2", "--pp", "2", "--dtype", "bf16"])
+    out = os.path.join(work, "hf")
     staging = os.path.join(work, ".hf.m2h-partial")
     problems = []
     for sig, every_rank in [(signal.SIGTERM, True), (signal.SIGUSR1, False), (signal.SIGINT, True)]:
         problems += stop_with(a, ckpt, out, staging, sig, every_rank)
-    expected = glob.glob(os.path.join(work, "expected", "iter_*"))[0]
     again = subprocess.run(engine_cmd(a, ckpt, out), env=ENV, capture_output=True, text=True, timeout=180)
     if again.returncode or subprocess.run([PY, os.path.join(SRC, "tests/e2e/check_hf_output.py"), "--output", out,
                                            "--expected", expected]).returncode:
