@@ -63,8 +63,6 @@ std::string detect_format(const fs::path& dir) {
         throw Error(meta.string(), "unsupported sharded_backend '" + backend + "' (only torch_dist and torch)");
     }
     if (has_rank_dirs(dir)) return "torch";
-    if (io::path_exists((dir / ".metadata").string()) || io::path_exists((dir / "common.pt").string()))
-        throw Error(dir.string(), "torch_dist checkpoint without metadata.json: the save did not finish");
     throw Error(dir.string(), "not a Megatron checkpoint iteration (no mp_rank_*/ folders and no metadata.json)");
 }
 
