@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/error.hpp"
+#include "evaluation_chain.hpp"
 #include "local_executor.hpp"
 #include "local_files.hpp"
 #include "outputs.hpp"
@@ -64,7 +65,7 @@ ArrayJob make_array_job(const LaunchConfig& c, const LogPlan& p, const std::stri
         spec.iterations.push_back(p.todo[i].key());
         spec.outputs.push_back(p.todo_outputs[i]);
         bind_paths.push_back(fs::path(input).parent_path().string());
-        record.tasks.push_back({i - begin, p.todo[i].key(), input, p.todo_outputs[i], std::nullopt});
+        record.tasks.push_back({i - begin, p.todo[i].key(), input, p.todo_outputs[i], std::nullopt, "", std::nullopt});
     }
     if (c.in_container) spec.binds = container_binds(bind_paths);
     record.time = utc_now_iso();
@@ -75,17 +76,24 @@ ArrayJob make_array_job(const LaunchConfig& c, const LogPlan& p, const std::stri
     record.format = p.run.format;
     record.script = script_path;
     record.job_name = spec.job_name;
+    record.then_script = c.then_script;
     return job;
 }
 
 // What --dry-run shows: the sbatch command, or how the local executor would run the script.
 std::string dry_run_command(const LaunchConfig& c, const ArrayJob& job) {
+    const auto then = c.then_script.empty() ? "" : ", then " + shell_quote(c.then_script) + " OUTPUT";
     if (c.executor != "slurm")
-        return "SLURM_ARRAY_TASK_ID=0.." + std::to_string(job.spec.inputs.size() - 1) + " bash " + shell_quote(job.record.script);
+        return "SLURM_ARRAY_TASK_ID=0.." + std::to_string(job.spec.inputs.size() - 1) + " bash " + shell_quote(job.record.script) + then;
     std::vector<std::string> sbatch{"sbatch", "--parsable", "--chdir=" + c.convert_logs_dir};
     for (const auto& extra : c.sbatch_args) sbatch.push_back(extra);
     sbatch.push_back(job.record.script);
-    return display_command(sbatch);
+    if (c.then_script.empty()) return display_command(sbatch);
+    auto chained = then_dependency_args("JOB_TASK");
+    chained.insert(chained.begin(), "sbatch");
+    chained.push_back(c.then_script);
+    chained.push_back("OUTPUT");
+    return display_command(sbatch) + ", then per task: " + display_command(chained);
 }
 
 // Writes the script and submits (or runs, or shows) it. Throws m2h::Error for what stops this array.
@@ -105,6 +113,7 @@ void submit_array(const LaunchConfig& c, const LogPlan& p, ArrayJob& job, const 
         if (ec) throw Error(out_root, "cannot create: " + ec.message());
         if (c.executor == "slurm") {
             record.job_id = submit_sbatch(record.script, c.convert_logs_dir, c.sbatch_args);
+            if (!record.then_script.empty()) submit_then_jobs(record, c.convert_logs_dir, tally.failures);
             append_record(state_path, record);
             spdlog::info("{}: submitted job array {} ({}): {}", p.name, record.job_id, what, record.script);
         } else {

@@ -148,6 +148,11 @@ LaunchConfig read_launch_config(const Settings& s) {
         throw Error("--convert_logs_dir", "'" + c.convert_logs_dir +
                                               "': SLURM cannot write job logs into a path containing '\\' or '%'; choose another folder");
 
+    if (s.has("then")) {
+        c.then_script = absolute(s.get("then"));
+        std::error_code ec;
+        if (!fs::is_regular_file(c.then_script, ec)) throw Error("--then", "'" + c.then_script + "' is not a file");
+    }
     c.base = base_job_spec(s, c, engine, budget_text, max_parallel);
     return c;
 }

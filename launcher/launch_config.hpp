@@ -30,6 +30,7 @@ struct LaunchConfig {
     IterationSelection selection;
     JobSpec base;  // the values every job shares; per-log and per-task ones are filled in later
     std::vector<std::string> sbatch_args;
+    std::string then_script;  // --then, absolute; "" for none
 };
 
 // Throws m2h::Error naming the option for anything missing, unknown or unsafe.

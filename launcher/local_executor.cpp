@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "evaluation_chain.hpp"
 #include "submission.hpp"
 
 namespace m2h::launch {
@@ -28,9 +29,10 @@ void run_tasks_here(SubmissionRecord& record, const std::string& convert_logs_di
         o.stderr_file = stem + ".err";
         const auto r = run_command({"bash", record.script}, o);
         t.exit_code = r.exit_code;
-        if (r.exit_code == 0)
+        if (r.exit_code == 0) {
             spdlog::info("{}: {} converted", record.log_name, t.output);
-        else {
+            if (!record.then_script.empty()) run_then_here(record, t, convert_logs_dir, failures);
+        } else {
             ++failures;
             spdlog::error("{}: iteration {} failed (exit {}); see {}.err", record.log_name, t.iteration, r.exit_code, stem);
         }

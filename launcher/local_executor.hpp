@@ -1,7 +1,7 @@
 #pragma once
 // The local executor: a job array's tasks run one after another on this machine, each as `bash SCRIPT` with
-// SLURM_ARRAY_TASK_ID set, as sbatch would run them. Outside an allocation the script starts the engine with
-// mpirun.
+// SLURM_ARRAY_TASK_ID set, as sbatch would run them, each followed by the --then script when it converted.
+// Outside an allocation the script starts the engine with mpirun.
 #include <cstddef>
 #include <string>
 

@@ -56,6 +56,7 @@ const std::vector<OptionDef> kOptions = {
     {"engine", "megatron2hf binary (default: next to this program; 'megatron2hf' inside a container)", Kind::Value, true},
     {"engine-arg", "extra engine argument, repeatable (e.g. --engine-arg=--dtype=bf16)", Kind::List, true},
     {"sbatch-arg", "extra sbatch argument, repeatable (e.g. --sbatch-arg=--gres=gpu:0)", Kind::List, true},
+    {"then", "evaluation script for each converted iteration: sbatch'ed with --dependency=afterok on its conversion task (run after it with the local executor); gets the HF folder as $1 and M2H_HF_PATH, M2H_ITERATION, M2H_LOG_NAME", Kind::Value, true},
     {"profile", "cluster defaults: a JSON file, or a name in configs/profiles/", Kind::Value, false},
     {"format", "status output: table (default) or json", Kind::Value, false},
 };

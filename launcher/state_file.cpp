@@ -27,11 +27,14 @@ std::string record_to_line(const SubmissionRecord& r) {
     for (const auto& t : r.tasks) {
         json j{{"task", t.task}, {"iteration", t.iteration}, {"input", t.input}, {"output", t.output}};
         if (t.exit_code) j["exit_code"] = *t.exit_code;
+        if (!t.then_job.empty()) j["then_job"] = t.then_job;
+        if (t.then_exit_code) j["then_exit_code"] = *t.then_exit_code;
         tasks.push_back(std::move(j));
     }
-    const json j{{"version", 1}, {"time", r.time}, {"executor", r.executor}, {"job_id", r.job_id}, {"log", r.log},
+    json j{{"version", 1}, {"time", r.time}, {"executor", r.executor}, {"job_id", r.job_id}, {"log", r.log},
                  {"log_name", r.log_name}, {"checkpoint_root", r.checkpoint_root}, {"format", r.format},
                  {"script", r.script}, {"job_name", r.job_name}, {"tasks", tasks}};
+    if (!r.then_script.empty()) j["then_script"] = r.then_script;
     // Invalid UTF-8 in a path must not make the record unwritable.
     return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
@@ -49,6 +52,7 @@ SubmissionRecord record_from_line(const std::string& line) {
         r.format = j.value("format", "");
         r.script = j.value("script", "");
         r.job_name = j.value("job_name", "convert_full");
+        r.then_script = j.value("then_script", "");
         for (const auto& t : j.at("tasks")) {
             TaskRecord tr;
             tr.task = t.at("task").get<std::size_t>();
@@ -56,6 +60,8 @@ SubmissionRecord record_from_line(const std::string& line) {
             tr.input = t.value("input", "");
             tr.output = t.at("output").get<std::string>();
             if (t.contains("exit_code")) tr.exit_code = t.at("exit_code").get<int>();
+            tr.then_job = t.value("then_job", "");
+            if (t.contains("then_exit_code")) tr.then_exit_code = t.at("then_exit_code").get<int>();
             r.tasks.push_back(std::move(tr));
         }
         return r;

@@ -14,6 +14,9 @@ struct TaskRecord {
     std::string input;      // the iteration folder given to the engine
     std::string output;     // the HF folder
     std::optional<int> exit_code;  // local executor only
+    // The --then evaluation of this output: its SLURM job id, or (local executor) its exit code once run.
+    std::string then_job;
+    std::optional<int> then_exit_code;
 };
 
 struct SubmissionRecord {
@@ -25,6 +28,7 @@ struct SubmissionRecord {
     std::string checkpoint_root;
     std::string format;
     std::string script;
+    std::string then_script;  // --then, "" for none
     std::string job_name = "convert_full";  // job logs are <convert_logs_dir>/<job_name>_<job_id>_<task>.{out,err}
     std::vector<TaskRecord> tasks;
 };

@@ -1,7 +1,6 @@
 #include "status.hpp"
 
 #include <algorithm>
-#include <array>
 #include <map>
 #include <set>
 
@@ -71,17 +70,25 @@ std::vector<std::pair<std::string, LatestTask>> latest_tasks(const std::vector<S
 }
 
 std::string render_status_table(const std::vector<StatusRow>& rows) {
-    std::vector<std::array<std::string, 5>> cells{{"LOG", "ITERATION", "STATE", "JOB", "DETAIL"}};
-    for (const auto& r : rows) cells.push_back({r.log_name, r.iteration, state_name(r.state), r.job, r.detail});
-    std::array<std::size_t, 5> width{};
+    const bool then = std::any_of(rows.begin(), rows.end(), [](const StatusRow& r) { return !r.then_state.empty(); });
+    std::vector<std::vector<std::string>> cells{{"LOG", "ITERATION", "STATE", "JOB"}};
+    if (then) cells[0].push_back("THEN");
+    cells[0].push_back("DETAIL");
+    for (const auto& r : rows) {
+        cells.push_back({r.log_name, r.iteration, state_name(r.state), r.job});
+        if (then) cells.back().push_back(r.then_state.empty() ? "" : (r.then_job.empty() ? "" : r.then_job + " ") + r.then_state);
+        cells.back().push_back(r.detail);
+    }
+    const std::size_t columns = cells[0].size();
+    std::vector<std::size_t> width(columns, 0);
     for (const auto& c : cells)
-        for (std::size_t i = 0; i < 4; ++i) width[i] = std::max(width[i], c[i].size());
+        for (std::size_t i = 0; i + 1 < columns; ++i) width[i] = std::max(width[i], c[i].size());
     std::string out;
     for (const auto& c : cells) {
         std::string line;
-        for (std::size_t i = 0; i < 5; ++i) {
+        for (std::size_t i = 0; i < columns; ++i) {
             line += c[i];
-            if (i < 4) line += std::string(width[i] - c[i].size() + 2, ' ');
+            if (i + 1 < columns) line += std::string(width[i] - c[i].size() + 2, ' ');
         }
         while (!line.empty() && line.back() == ' ') line.pop_back();
         out += line + "\n";
@@ -96,9 +103,15 @@ std::string render_status_table(const std::vector<StatusRow>& rows) {
 
 std::string render_status_json(const std::vector<StatusRow>& rows) {
     nlohmann::json j = nlohmann::json::array();
-    for (const auto& r : rows)
-        j.push_back({{"log", r.log_name}, {"iteration", r.iteration}, {"output", r.output}, {"state", state_name(r.state)},
-                     {"job", r.job}, {"detail", r.detail}});
+    for (const auto& r : rows) {
+        nlohmann::json row{{"log", r.log_name}, {"iteration", r.iteration}, {"output", r.output}, {"state", state_name(r.state)},
+                           {"job", r.job}, {"detail", r.detail}};
+        if (!r.then_state.empty()) {
+            row["then_job"] = r.then_job;
+            row["then_state"] = r.then_state;
+        }
+        j.push_back(std::move(row));
+    }
     return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 

@@ -48,8 +48,10 @@ struct StatusRow {
     TaskState state = TaskState::Unknown;
     std::string job;
     std::string detail;
+    std::string then_job, then_state;  // the --then evaluation chained to it, if any
 };
 
+// A THEN column (job and state) appears when any row has a chained evaluation.
 std::string render_status_table(const std::vector<StatusRow>& rows);
 std::string render_status_json(const std::vector<StatusRow>& rows);
 

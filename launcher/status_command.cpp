@@ -10,6 +10,7 @@
 
 #include "common/byte_size.hpp"
 #include "common/error.hpp"
+#include "evaluation_chain.hpp"
 #include "launch_plan.hpp"
 #include "log_selection.hpp"
 #include "outputs.hpp"
@@ -72,13 +73,17 @@ StatusRow status_row(const Target& t, const std::map<std::string, LatestTask>& b
     o.output_problem = check.problem;
     o.saving = t.saving;
     o.slurm_answered = slurm.squeue_ok || slurm.sacct_ok;
-    StatusRow row{t.log_name, t.iteration, t.output, TaskState::Unknown, "", ""};
+    StatusRow row{t.log_name, t.iteration, t.output, TaskState::Unknown, "", "", "", ""};
     if (const auto it = by_output.find(t.output); it != by_output.end()) {
         o.record = it->second.record;
         o.task = it->second.task;
         row.job = o.record->executor == "slurm" ? job_key(*o.record, *o.task) : o.record->job_id + "_" + std::to_string(o.task->task);
         if (const auto st = slurm.states.find(row.job); st != slurm.states.end()) o.slurm_state = st->second;
         if (const auto re = slurm.reasons.find(row.job); re != slurm.reasons.end()) o.slurm_reason = re->second;
+        row.then_job = o.task->then_job;
+        const auto then_slurm = slurm.states.find(row.then_job);
+        row.then_state = then_state(*o.record, *o.task,
+                                    then_slurm == slurm.states.end() ? std::nullopt : std::optional(then_slurm->second));
     }
     const auto c = classify(o);
     row.state = c.state;
@@ -110,7 +115,10 @@ std::vector<StatusRow> status_rows(const Settings& s) {
     const std::map<std::string, LatestTask> by_output(latest.begin(), latest.end());
     std::vector<std::string> job_ids;
     for (const auto& [output, lt] : latest)
-        if (lt.record->executor == "slurm") job_ids.push_back(lt.record->job_id);
+        if (lt.record->executor == "slurm") {
+            job_ids.push_back(lt.record->job_id);
+            if (!lt.task->then_job.empty()) job_ids.push_back(lt.task->then_job);
+        }
     const SlurmView slurm = query_slurm(job_ids);
 
     std::vector<StatusRow> rows;

@@ -194,12 +194,15 @@ std::optional<std::string> parse_sbatch_parsable(std::string_view out) {
     return std::string(id);
 }
 
-std::string submit_sbatch(const std::string& script, const std::string& dir, const std::vector<std::string>& extra_args) {
+std::string submit_sbatch(const std::string& script, const std::string& dir, const std::vector<std::string>& extra_args,
+                          const std::vector<std::string>& script_args, const std::map<std::string, std::string>& env) {
     std::vector<std::string> argv{"sbatch", "--parsable", "--chdir=" + dir};
     argv.insert(argv.end(), extra_args.begin(), extra_args.end());
     argv.push_back(script);
+    argv.insert(argv.end(), script_args.begin(), script_args.end());
     CommandOptions o;
     o.cwd = dir;
+    o.set_env = env;
     o.timeout_s = 120;
     const auto r = run_command(argv, o);
     auto message = std::string(trim(r.err.empty() ? r.out : r.err));

@@ -32,9 +32,11 @@ std::optional<std::string> find_on_path(const std::string& name);
 // "1234" or "1234;cluster" (sbatch --parsable) → "1234"; nullopt for anything else.
 std::optional<std::string> parse_sbatch_parsable(std::string_view out);
 
-// `sbatch --parsable --chdir=DIR EXTRA... SCRIPT`, run in DIR. Returns the job id; throws m2h::Error(script, ...)
-// with sbatch's own message on failure.
-std::string submit_sbatch(const std::string& script, const std::string& dir, const std::vector<std::string>& extra_args);
+// `sbatch --parsable --chdir=DIR EXTRA... SCRIPT SCRIPT_ARGS...`, run in DIR with `env` added to the environment
+// sbatch passes on to the job. Returns the job id; throws m2h::Error(script, ...) with sbatch's own message on
+// failure.
+std::string submit_sbatch(const std::string& script, const std::string& dir, const std::vector<std::string>& extra_args,
+                          const std::vector<std::string>& script_args = {}, const std::map<std::string, std::string>& env = {});
 
 // Task key "JOB_TASK" (array task) or "JOB" → SLURM state name (PENDING, RUNNING, FAILED, ...).
 using JobStates = std::map<std::string, std::string>;

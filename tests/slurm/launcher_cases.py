@@ -517,9 +517,9 @@ CASES = {"e2e": case_e2e, "quoting": case_quoting, "status": case_status, "local
          "dry_run": case_dry_run, "no_checkpoint": case_no_checkpoint}
 
 
-def main():
+def main(cases=CASES):
     ap = argparse.ArgumentParser()
-    ap.add_argument("case", choices=sorted(CASES))
+    ap.add_argument("case", choices=sorted(cases))
     ap.add_argument("--launcher", required=True)
     ap.add_argument("--engine", required=True)
     ap.add_argument("--workdir", required=True)
@@ -529,7 +529,7 @@ def main():
     os.makedirs(work)
     start = time.time()
     try:
-        CASES[a.case](a, work)
+        cases[a.case](a, work)
     except CaseFailed as e:
         print(f"FAILED {a.case}: {e}", flush=True)
         return 1
