@@ -33,6 +33,7 @@ cxxopts::Options make_options() {
         ("dtype", "source, bf16, fp16 or fp32 (casts round to nearest even)", cxxopts::value<std::string>()->default_value("source"))
         ("max-shard-size", "largest safetensors file, e.g. 5GB, 500MB, 2GiB", cxxopts::value<std::string>()->default_value("5GB"))
         ("memory-budget", "per-rank memory for exchange buffers, e.g. 1GiB, 256MiB", cxxopts::value<std::string>()->default_value("1GiB"))
+        ("max-read-rate", "per-rank cap on source reads per second, e.g. 200MiB (default: no limit), to leave a shared filesystem's bandwidth to a training job", cxxopts::value<std::string>())
         ("readers", "who reads each source byte: writers (the rank that writes it, so tensor bytes never cross MPI) or files (one rank per source file; MPI_Alltoallv carries the bytes to their writers)", cxxopts::value<std::string>()->default_value("writers"))
         ("assets", "folder whose files are copied into the output (modeling code, tokenizer files)", cxxopts::value<std::string>()->default_value(""))
         ("num-key-value-heads", "override the number of KV heads (query groups)", cxxopts::value<std::uint64_t>())
@@ -109,6 +110,8 @@ std::optional<m2h::pipeline::ConvertOptions> parse(int argc, char** argv, bool p
     o.dtype = parse_dtype(r["dtype"].as<std::string>());
     o.max_shard_size = m2h::parse_byte_size(r["max-shard-size"].as<std::string>(), "--max-shard-size");
     o.memory_budget = m2h::parse_byte_size(r["memory-budget"].as<std::string>(), "--memory-budget");
+    if (r.count("max-read-rate"))
+        o.max_read_rate = m2h::parse_byte_size(r["max-read-rate"].as<std::string>(), "--max-read-rate");
     const auto readers = r["readers"].as<std::string>();
     if (readers != "writers" && readers != "files")
         throw Error("--readers", "expected writers or files, got '" + readers + "'");
@@ -143,9 +146,12 @@ std::optional<m2h::pipeline::ConvertOptions> parse(int argc, char** argv, bool p
 }  // namespace
 
 int main(int argc, char** argv) {
+    // Before MPI_Init too: with a short --time, SLURM's warning signal can arrive while MPI starts up, and
+    // SIGUSR1's default action would kill the rank without its error line or the staging folder's removal.
+    m2h::install_stop_signals();
     m2h::exchange::MpiSession mpi(&argc, &argv);
     m2h::exchange::Comm comm;
-    m2h::install_stop_signals();
+    m2h::install_stop_signals();  // again: MPI_Init may install handlers of its own
     auto logger = spdlog::stderr_color_mt("megatron2hf");
     logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%^%l%$] %v");
     spdlog::set_default_logger(logger);

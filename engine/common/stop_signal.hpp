@@ -6,7 +6,8 @@
 
 namespace m2h {
 
-// Installs the handlers (after MPI_Init, which may install its own).
+// Installs the handlers. main calls it before MPI_Init (a signal may come during start-up) and again after it
+// (MPI_Init may install handlers of its own).
 void install_stop_signals();
 
 // The signal that asked this process to stop, or 0.

@@ -14,8 +14,8 @@ constexpr std::uint64_t kMaxItemBytes = 1ull << 36;
 constexpr std::size_t kMaxOpenFiles = 64;
 }  // namespace
 
-SourceReader::SourceReader(const std::vector<tensors::SourceFile>& files, std::uint64_t cache_bytes)
-    : files_(files), cache_bytes_(cache_bytes) {}
+SourceReader::SourceReader(const std::vector<tensors::SourceFile>& files, std::uint64_t cache_bytes, ReadPacer* pacer)
+    : files_(files), cache_bytes_(cache_bytes), pacer_(pacer) {}
 
 const io::File& SourceReader::open(const std::string& path) {
     if (const auto it = by_path_.find(path); it != by_path_.end()) {
@@ -39,6 +39,7 @@ const std::vector<std::byte>& SourceReader::decompressed(std::uint32_t file) {
         }
     const auto& f = files_.at(file);
     cache_.emplace_front(file, io::decompress_zstd_item(open(f.path), f.item_offset, f.item_length, kMaxItemBytes));
+    if (pacer_) pacer_->after_read(f.item_length);  // what came from disk: the compressed item
     std::uint64_t held = 0;
     for (auto it = cache_.begin(); it != cache_.end();) {
         held += it->second.size();
@@ -54,6 +55,7 @@ void SourceReader::read_at(std::uint32_t file, std::uint64_t offset, std::span<s
     const auto& f = files_.at(file);
     if (!f.zstd) {
         open(f.path).read_at(offset, out);
+        if (pacer_) pacer_->after_read(out.size());
         return;
     }
     const auto& bytes = decompressed(file);

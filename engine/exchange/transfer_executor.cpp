@@ -14,6 +14,7 @@
 
 #include "common/error.hpp"
 #include "common/fault_injection.hpp"
+#include "exchange/read_pacer.hpp"
 #include "exchange/source_reader.hpp"
 #include "io/dtype_cast.hpp"
 #include "plan/streamed_ranges.hpp"
@@ -106,8 +107,9 @@ RoundLayout layout_round(const TransferPlan& plan, const plan::Round& round, int
 class Executor {
 public:
     Executor(const Comm& comm, const TransferPlan& plan, const std::vector<tensors::SourceFile>& sources,
-             io::OutputSink& sink, const DescribeCopy& describe, std::uint64_t cache_bytes)
-        : comm_(comm), plan_(plan), sources_(sources, cache_bytes), streamed_(sources, 0), sink_(sink),
+             io::OutputSink& sink, const DescribeCopy& describe, const ReadLimits& limits)
+        : comm_(comm), plan_(plan), pacer_(limits.max_read_rate), sources_(sources, limits.cache_bytes, &pacer_),
+          streamed_(sources, 0, &pacer_), sink_(sink),
           describe_(describe), streamed_pieces_(plan.pieces.size(), false), window_ranges_(plan.windows.size() + 1, 0) {
         if (sink.concurrent()) {
             std::vector<bool> compressed;
@@ -364,6 +366,7 @@ private:
 
     const Comm& comm_;
     const TransferPlan& plan_;
+    ReadPacer pacer_;  // both readers' reads count against the rank's one rate
     SourceReader sources_;
     SourceReader streamed_;  // the streaming thread's own files
     io::OutputSink& sink_;
@@ -390,8 +393,8 @@ private:
 
 TransferStats execute_transfers(const Comm& comm, const TransferPlan& plan, const std::vector<tensors::SourceFile>& sources,
                                 io::OutputSink& sink, const DescribeCopy& describe, const RoundDone& round_done,
-                                std::uint64_t cache_bytes) {
-    return Executor(comm, plan, sources, sink, describe, cache_bytes).run(round_done);
+                                const ReadLimits& limits) {
+    return Executor(comm, plan, sources, sink, describe, limits).run(round_done);
 }
 
 }  // namespace m2h::exchange

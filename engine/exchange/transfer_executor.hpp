@@ -6,7 +6,7 @@
 // a second thread while round r + 1 is read and exchanged (two window buffers), and a third thread streams the
 // ranges the rank reads entirely itself (plan/streamed_ranges.hpp) from source to sink through small buffers,
 // ahead of the rounds; the windows are written around them. Failures on any rank stop every rank at the next
-// round boundary.
+// round boundary. Both reading threads' source reads are paced to one per-rank rate when one is set.
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -31,9 +31,13 @@ using DescribeCopy = std::function<std::string(std::uint32_t tag)>;
 // Called on every rank after each round with the output bytes completed so far.
 using RoundDone = std::function<void(std::size_t round, std::uint64_t bytes_done)>;
 
-// `cache_bytes` bounds the decompressed zstd items a rank keeps.
+struct ReadLimits {
+    std::uint64_t cache_bytes = 0;    // bounds the decompressed zstd items a rank keeps
+    std::uint64_t max_read_rate = 0;  // per rank, bytes per second of source reads (read_pacer.hpp); 0: no limit
+};
+
 TransferStats execute_transfers(const Comm& comm, const plan::TransferPlan& plan,
                                 const std::vector<tensors::SourceFile>& sources, io::OutputSink& sink,
-                                const DescribeCopy& describe, const RoundDone& round_done, std::uint64_t cache_bytes);
+                                const DescribeCopy& describe, const RoundDone& round_done, const ReadLimits& limits);
 
 }  // namespace m2h::exchange

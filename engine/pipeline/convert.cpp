@@ -330,6 +330,8 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
                      mapping.outputs.size(), format_bytes(conversion.layout.total_size), conversion.layout.files.size(),
                      conversion.transfers.rounds.size(), index.skipped.size());
         for (const auto& s : mapping.ignored) spdlog::debug("not converted: {}", s);
+        if (options.max_read_rate)
+            spdlog::info("reads paced to at most {}/s per rank (--max-read-rate)", format_bytes(options.max_read_rate));
     }
 
     collective(comm, [&] {
@@ -389,7 +391,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
                          100.0 * static_cast<double>(done) / static_cast<double>(std::max<std::uint64_t>(1, conversion.transfers.total_bytes)),
                          s > 0 ? static_cast<double>(done) / s / 1e9 : 0.0);
         },
-        options.memory_budget / 4);
+        {options.memory_budget / 4, options.max_read_rate});
 
     // finish
     collective(comm, [&] {

@@ -19,6 +19,7 @@ struct ConvertOptions {
     std::optional<DType> dtype;                      // nullopt: source
     std::uint64_t max_shard_size = 5'000'000'000ull;
     std::uint64_t memory_budget = 1ull << 30;        // per rank, for round buffers
+    std::uint64_t max_read_rate = 0;                 // per rank, source bytes per second; 0: no limit
     plan::Readers readers = plan::Readers::writers;  // who reads each source byte (plan/transfer_plan.hpp)
     std::string assets;
     std::optional<std::uint64_t> num_key_value_heads;
