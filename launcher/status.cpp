@@ -55,6 +55,15 @@ Classified classify(const Observation& o) {
     return {TaskState::Failed, "job ended without an output (" + o.output_problem + ")"};
 }
 
+bool stopped_by_time_limit(std::string_view job_err_text) {
+    // engine/main.cpp prints exchange::collective's error for a stop signal as this one line (srun may prefix it).
+    for (const std::string_view signal : {"SIGUSR1", "SIGTERM"})
+        if (job_err_text.find("megatron2hf: error: " + std::string(signal) +
+                              ": stopped before the conversion finished") != std::string_view::npos)
+            return true;
+    return false;
+}
+
 std::vector<std::pair<std::string, LatestTask>> latest_tasks(const std::vector<SubmissionRecord>& records) {
     std::map<std::string, std::size_t> index;
     std::vector<std::pair<std::string, LatestTask>> out;

@@ -3,6 +3,7 @@
 // classification is a pure function of what was observed (output folder, state file, squeue, sacct).
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "state_file.hpp"
@@ -30,6 +31,10 @@ struct Classified {
     std::string detail;
 };
 Classified classify(const Observation& o);
+
+// Whether a job's .err text holds the engine's error for a stop on SIGUSR1 (the job scripts' --signal warning
+// before the time limit) or SIGTERM (the limit itself). A job the warning stopped ends FAILED, not TIMEOUT.
+bool stopped_by_time_limit(std::string_view job_err_text);
 
 // "JOB_TASK" for a SLURM submission's task.
 std::string job_key(const SubmissionRecord& r, const TaskRecord& t);

@@ -12,6 +12,7 @@
 #include "common/error.hpp"
 #include "evaluation_chain.hpp"
 #include "launch_plan.hpp"
+#include "local_files.hpp"
 #include "log_selection.hpp"
 #include "outputs.hpp"
 #include "state_file.hpp"
@@ -90,6 +91,12 @@ StatusRow status_row(const Target& t, const std::map<std::string, LatestTask>& b
     row.detail = c.detail;
     if (c.state == TaskState::Failed || c.state == TaskState::Timeout) {
         const auto err = fs::path(convert_logs_dir) / (o.record->job_name + "_" + row.job + ".err");
+        // Stopped by SLURM's warning signal, the engine exits 1 and the job ends FAILED: still the time limit.
+        if (c.state == TaskState::Failed && o.slurm_state == "FAILED" && fs::exists(err) &&
+            stopped_by_time_limit(read_file(err.string(), "the job's error log"))) {
+            row.state = TaskState::Timeout;
+            row.detail = "SLURM's warning signal before the time limit stopped it; the next launch resubmits it";
+        }
         if (fs::exists(err)) row.detail += (row.detail.empty() ? "" : "; ") + std::string("see ") + err.string();
     }
     return row;

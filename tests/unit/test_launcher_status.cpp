@@ -139,3 +139,18 @@ TEST(LauncherProfile, KeysValuesAndErrors) {
     EXPECT_THROW(parse_profile("{", "f.json", allowed), m2h::Error);
     EXPECT_THROW(parse_profile(R"({"account": {"a": 1}})", "f.json", allowed), m2h::Error);
 }
+
+TEST(LauncherStatus, StoppedByTheTimeLimitFromTheJobsErrorLog) {
+    // The engine's line for SLURM's warning signal or the limit's SIGTERM, alone or among srun's lines.
+    EXPECT_TRUE(stopped_by_time_limit(
+        "megatron2hf: error: SIGUSR1: stopped before the conversion finished; its partial output is removed\n"));
+    EXPECT_TRUE(stopped_by_time_limit(
+        "srun: Job step aborted\n0: megatron2hf: error: SIGTERM: stopped before the conversion finished; its "
+        "partial output is removed\nsrun: error: node0042: task 0: Exited with exit code 1\n"));
+    // Not the time limit: a user's Ctrl-C, another error, a kill without the engine's line, nothing.
+    EXPECT_FALSE(stopped_by_time_limit(
+        "megatron2hf: error: SIGINT: stopped before the conversion finished; its partial output is removed\n"));
+    EXPECT_FALSE(stopped_by_time_limit("megatron2hf: error: /ckpt/iter_0000200/mp_rank_01: missing rank file\n"));
+    EXPECT_FALSE(stopped_by_time_limit("srun: error: node0042: task 1: User defined signal 1\n"));
+    EXPECT_FALSE(stopped_by_time_limit(""));
+}
