@@ -65,14 +65,16 @@ std::string array_spec(std::size_t tasks, int max_parallel) {
     return s;
 }
 
+std::string sbatch_line(const std::string& option, const std::string& value) {
+    if (value.empty()) return "";
+    if (!is_sbatch_token(value))
+        throw Error("--" + option, "'" + value + "' is not a plain SLURM value (letters, digits and ._-:+@,=%[] only)");
+    return "#SBATCH --" + option + "=" + value + "\n";
+}
+
 std::string sbatch_directives(const JobSpec& spec) {
     std::string out;
-    const auto line = [&](const std::string& option, const std::string& value) {
-        if (value.empty()) return;
-        if (!is_sbatch_token(value))
-            throw Error("--" + option, "'" + value + "' is not a plain SLURM value (letters, digits and ._-:+@,=%[] only)");
-        out += "#SBATCH --" + option + "=" + value + "\n";
-    };
+    const auto line = [&](const std::string& option, const std::string& value) { out += sbatch_line(option, value); };
     line("job-name", spec.job_name);
     line("account", spec.account);
     line("partition", spec.partition);

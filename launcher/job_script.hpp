@@ -64,6 +64,9 @@ struct JobSpec {
     std::string generator;  // e.g. "megatron2hf-launch 0.1.0", for the header comment
 };
 
+// "#SBATCH --option=value\n"; "" for an empty value. Throws m2h::Error naming the option for an unsafe value.
+std::string sbatch_line(const std::string& option, const std::string& value);
+
 // The #SBATCH block. Throws m2h::Error naming the option whose value is not a safe token.
 std::string sbatch_directives(const JobSpec& spec);
 

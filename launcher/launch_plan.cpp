@@ -95,6 +95,20 @@ std::optional<Classified> earlier_task_state(const std::string& output, const La
     return classify(o);
 }
 
+// Keeps the entries of p.todo (and p.todo_outputs) for which keep(iteration, output) is true.
+template <class Keep>
+void keep_todo(LogPlan& p, Keep keep) {
+    std::vector<Iteration> todo;
+    std::vector<std::string> outputs;
+    for (std::size_t i = 0; i < p.todo.size(); ++i)
+        if (keep(p.todo[i], p.todo_outputs[i])) {
+            todo.push_back(p.todo[i]);
+            outputs.push_back(p.todo_outputs[i]);
+        }
+    p.todo = std::move(todo);
+    p.todo_outputs = std::move(outputs);
+}
+
 }  // namespace
 
 std::optional<LogPlan> read_log(const std::string& log_path) {
@@ -154,24 +168,32 @@ void drop_in_flight(std::vector<LogPlan>& work, const std::vector<SubmissionReco
     const auto job_ids = earlier_slurm_jobs(work, latest_by_output);
     const SlurmView slurm = job_ids.empty() ? SlurmView{} : query_slurm(job_ids);
     for (auto& p : work) {
-        std::vector<Iteration> todo;
-        std::vector<std::string> outputs;
-        for (std::size_t i = 0; i < p.todo.size(); ++i) {
+        keep_todo(p, [&](const Iteration& it, const std::string& output) {
             std::string job;
-            const auto c = earlier_task_state(p.todo_outputs[i], latest_by_output, slurm, job);
-            if (c && (c->state == TaskState::Queued || c->state == TaskState::Running)) {
-                ++p.in_flight;
-                spdlog::info("{}: {} is already {} as job {}", p.name, p.todo[i].folder_name(), state_name(c->state), job);
-                continue;
-            }
-            todo.push_back(p.todo[i]);
-            outputs.push_back(p.todo_outputs[i]);
-        }
-        p.todo = std::move(todo);
-        p.todo_outputs = std::move(outputs);
+            const auto c = earlier_task_state(output, latest_by_output, slurm, job);
+            if (!c || (c->state != TaskState::Queued && c->state != TaskState::Running)) return true;
+            ++p.in_flight;
+            spdlog::info("{}: {} is already {} as job {}", p.name, it.folder_name(), state_name(c->state), job);
+            return false;
+        });
         spdlog::info("{}: checkpoint {} ({}); {} converted, {} queued or running, {} being saved, {} to convert", p.name,
                      p.run.checkpoint_root, describe_model(p.run), p.done, p.in_flight, p.saving, p.todo.size());
     }
+}
+
+void drop_exhausted(std::vector<LogPlan>& work, const std::vector<SubmissionRecord>& records, std::size_t max_attempts) {
+    std::map<std::string, std::size_t> attempts;
+    for (const auto& r : records)
+        for (const auto& t : r.tasks) ++attempts[t.output];
+    for (auto& p : work)
+        keep_todo(p, [&](const Iteration& it, const std::string& output) {
+            const auto n = attempts.find(output);
+            if (n == attempts.end() || n->second < max_attempts) return true;
+            ++p.given_up;
+            spdlog::error("{}: {} was submitted {} time(s) and is still not converted; not submitting it again "
+                          "(see `megatron2hf-launch status`)", p.name, it.folder_name(), n->second);
+            return false;
+        });
 }
 
 }  // namespace m2h::launch

@@ -21,6 +21,7 @@ struct LogPlan {
     std::vector<Iteration> todo;
     std::vector<std::string> todo_outputs;
     std::size_t done = 0, in_flight = 0, saving = 0;
+    std::size_t given_up = 0;  // submitted max_attempts times and still not converted (watch mode)
 };
 
 // nullopt (with a warning) for a log that cannot be read or does not name a checkpoint folder.
@@ -36,5 +37,9 @@ std::vector<LogPlan> find_work(std::vector<LogPlan> plans, const IterationSelect
 
 // Removes from `todo` what a previous launch has queued or running (asking SLURM), and logs each plan's summary.
 void drop_in_flight(std::vector<LogPlan>& work, const std::vector<SubmissionRecord>& records);
+
+// Removes from `todo` what has been submitted `max_attempts` times already (counting the state file's records),
+// counting it in `given_up` with an error: a conversion that keeps failing is not resubmitted for ever.
+void drop_exhausted(std::vector<LogPlan>& work, const std::vector<SubmissionRecord>& records, std::size_t max_attempts);
 
 }  // namespace m2h::launch

@@ -57,6 +57,11 @@ const std::vector<OptionDef> kOptions = {
     {"engine-arg", "extra engine argument, repeatable (e.g. --engine-arg=--dtype=bf16)", Kind::List, true},
     {"sbatch-arg", "extra sbatch argument, repeatable (e.g. --sbatch-arg=--gres=gpu:0)", Kind::List, true},
     {"then", "evaluation script for each converted iteration: sbatch'ed with --dependency=afterok on its conversion task (run after it with the local executor); gets the HF folder as $1 and M2H_HF_PATH, M2H_ITERATION, M2H_LOG_NAME", Kind::Value, true},
+    {"interval", "watch: how often to look for new checkpoints (default 10m; s, m, h, d)", Kind::Value, true},
+    {"until", "watch: stop at this time (YYYY-MM-DDTHH:MM[:SS]) or after this long (e.g. 3d) at the latest", Kind::Value, false},
+    {"max-attempts", "watch: submit one iteration at most this many times (default 2)", Kind::Value, true},
+    {"as-slurm-job", "watch: run as a small SLURM job that resubmits itself every --interval, not in the foreground", Kind::Flag, false},
+    {"round", "watch: run one round and resubmit this job script (what --as-slurm-job's job runs)", Kind::Value, false},
     {"profile", "cluster defaults: a JSON file, or a name in configs/profiles/", Kind::Value, false},
     {"format", "status output: table (default) or json", Kind::Value, false},
 };
@@ -103,7 +108,8 @@ cxxopts::Options option_spec() {
     cxxopts::Options spec(kProgram,
                           "Turns Megatron-LM training logs into SLURM job arrays that convert every checkpoint iteration "
                           "with megatron2hf.\n  megatron2hf-launch --convert_logs_dir D --train_logs_dir_or_path L "
-                          "--save_checkpoints_dir S [options]\n  megatron2hf-launch status --convert_logs_dir D [...]\n  "
+                          "--save_checkpoints_dir S [options]\n  megatron2hf-launch watch ... [--interval 10m] [--as-slurm-job]: convert each "
+                          "new checkpoint as training saves it\n  megatron2hf-launch status --convert_logs_dir D [...]\n  "
                           "megatron2hf-launch clean --convert_logs_dir D [...]: remove what killed conversions left");
     for (const auto& o : kOptions) {
         if (o.kind == Kind::Flag)
@@ -144,10 +150,14 @@ std::optional<int> Settings::integer(const std::string& name) const {
 std::optional<Settings> parse_settings(int argc, char** argv) {
     Settings s;
     std::vector<char*> args(argv, argv + argc);
-    if (args.size() > 1 && (std::string(args[1]) == "status" || std::string(args[1]) == "clean")) {
-        s.command = std::string(args[1]) == "status" ? Command::Status : Command::Clean;
-        args.erase(args.begin() + 1);
-    }
+    static const std::map<std::string, Command> commands{
+        {"watch", Command::Watch}, {"status", Command::Status}, {"clean", Command::Clean}};
+    if (args.size() > 1)
+        if (const auto it = commands.find(args[1]); it != commands.end()) {
+            s.command = it->second;
+            args.erase(args.begin() + 1);
+        }
+    s.args.assign(args.begin() + 1, args.end());
     auto spec = option_spec();
     cxxopts::ParseResult r;
     int n = static_cast<int>(args.size());

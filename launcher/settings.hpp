@@ -10,7 +10,7 @@ namespace m2h::launch {
 
 inline constexpr const char* kProgram = "megatron2hf-launch";
 
-enum class Command { Launch, Status, Clean };
+enum class Command { Launch, Watch, Status, Clean };
 
 struct Settings {
     Command command = Command::Launch;
@@ -18,6 +18,7 @@ struct Settings {
     std::map<std::string, std::vector<std::string>> lists;  // canonical name → values
     std::set<std::string> flags;
     std::string profile_file;
+    std::vector<std::string> args;  // the command line as given, after the command word
 
     std::string get(const std::string& name, const std::string& fallback = "") const;
     bool has(const std::string& name) const;

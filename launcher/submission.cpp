@@ -261,13 +261,33 @@ JobStates parse_sacct(std::string_view out) {
     return s;
 }
 
+namespace {
+
+std::string current_user() {
+    if (const passwd* pw = ::getpwuid(::geteuid())) return pw->pw_name;
+    return "";
+}
+
+}  // namespace
+
+std::optional<std::string> active_job_named(const std::string& name) {
+    std::vector<std::string> squeue{"squeue", "-h", "--name=" + name, "-o", "%i"};
+    if (const auto user = current_user(); !user.empty()) squeue.push_back("--user=" + user);
+    CommandOptions o;
+    o.timeout_s = 60;
+    const auto r = run_command(squeue, o);
+    if (r.exit_code != 0 || r.timed_out) throw Error("squeue", "cannot list jobs named " + name + ": " + std::string(trim(r.err)));
+    const auto id = trim(std::string_view(r.out).substr(0, r.out.find('\n')));
+    if (id.empty()) return std::nullopt;
+    return std::string(id);
+}
+
 SlurmView query_slurm(const std::vector<std::string>& job_ids) {
     SlurmView v;
     if (job_ids.empty()) return v;
     const std::set<std::string> wanted(job_ids.begin(), job_ids.end());
     // squeue -j fails as a whole when one id is no longer known, so ask for this user's jobs and filter.
-    std::string user;
-    if (const passwd* pw = ::getpwuid(::geteuid())) user = pw->pw_name;
+    const std::string user = current_user();
     std::vector<std::string> squeue{"squeue", "-h", "-r", "-t", "all", "-o", "%F|%K|%T|%r"};
     if (!user.empty()) squeue.push_back("--user=" + user);
     CommandOptions o;

@@ -38,6 +38,9 @@ std::optional<std::string> parse_sbatch_parsable(std::string_view out);
 std::string submit_sbatch(const std::string& script, const std::string& dir, const std::vector<std::string>& extra_args,
                           const std::vector<std::string>& script_args = {}, const std::map<std::string, std::string>& env = {});
 
+// The id of this user's pending or running job named `name`, if any. Throws m2h::Error when squeue fails.
+std::optional<std::string> active_job_named(const std::string& name);
+
 // Task key "JOB_TASK" (array task) or "JOB" → SLURM state name (PENDING, RUNNING, FAILED, ...).
 using JobStates = std::map<std::string, std::string>;
 
