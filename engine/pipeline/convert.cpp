@@ -182,21 +182,33 @@ public:
         if (!committed_ && comm_.rank() == 0) io::discard_hdf5_file(target_);
     }
 
-    void open(const ConvertOptions& options, const io::Hdf5Contents& contents) {
+    // `data_bytes`: the datasets' bytes uncompressed. With zstd the stored size is not known before writing, so
+    // only the metadata margin and an inode are checked then.
+    void open(const ConvertOptions& options, const io::Hdf5Contents& contents, std::uint64_t data_bytes) {
         const json t = from_root(comm_, [&] {
             const auto t = io::prepare_hdf5_output(options.output, contents.group, options.overwrite);
+            const auto dir = fs::path(t.final_path).parent_path().string();
+            const std::uint64_t need = (contents.zstd_level ? 0 : data_bytes) + (4ull << 20);
+            if (const auto why = io::space_shortfall(need, t.created ? 1 : 0, io::free_space(dir)); !why.empty()) {
+                io::discard_hdf5_file(t);
+                throw Error(dir, why);
+            }
             return json{{"final", t.final_path}, {"open", t.open_path}, {"created", t.created}};
         });
         target_ = {t["final"], t["open"], t["created"]};
         collective(comm_, [&] { writer_ = std::make_unique<io::Hdf5Writer>(comm_.handle(), target_, contents); });
     }
     io::Hdf5Writer& writer() { return *writer_; }
-    std::uint64_t commit(bool overwrite) {
+    // With `durable`, the closed file is fsynced before a new one gets its name, and its folder after.
+    std::uint64_t commit(bool overwrite, bool durable) {
         std::uint64_t stored = 0;
         collective(comm_, [&] { stored = writer_->commit(overwrite); });
         writer_.reset();
         collective(comm_, [&] {
-            if (comm_.rank() == 0) io::commit_hdf5_file(target_);
+            if (comm_.rank() != 0) return;
+            if (durable) io::sync_path(target_.open_path);
+            io::commit_hdf5_file(target_);
+            if (durable && target_.created) io::sync_path(fs::path(target_.final_path).parent_path().string());
         });
         committed_ = true;
         return stored;
@@ -359,7 +371,9 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
                 {"compression", options.zstd_level ? "zstd:" + std::to_string(*options.zstd_level) : std::string("none")},
             };
         });
-        h5.open(options, contents);
+        std::uint64_t data_bytes = 0;
+        for (const auto& t : mapping.outputs) data_bytes += t.nbytes();
+        h5.open(options, contents, data_bytes);
         sink = std::make_unique<io::Hdf5Sink>(
             h5.writer(), plan::hdf5_writes(conversion.transfers, conversion.layout, mapping.outputs));
         if (root) spdlog::info("hdf5: group '{}' of {}", contents.group, options.output);
@@ -415,7 +429,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
         spdlog::debug("moved: {} of {} source bytes streamed by their writers, {} output bytes sent over MPI",
                       streamed, summary.bytes_read, sent);
     if (hdf5) {
-        summary.hdf5_stored_bytes = h5.commit(options.overwrite);
+        summary.hdf5_stored_bytes = h5.commit(options.overwrite, options.fsync);
         summary.hdf5_group = hdf5_group;
     }
     if (!hdf5 && options.fsync) sync_outputs(comm, outputs, staging_dir);

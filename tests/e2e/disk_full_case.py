@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Fail fast on space: converting into a 1 MiB tmpfs (and into one with too few inodes) must fail in the first
-second with one line naming the output folder and the shortfall, on every rank, leaving nothing behind."""
+"""Fail fast on space: converting into a 1 MiB tmpfs (and into one with too few inodes), as safetensors or as a new
+HDF5 file, must fail in the first second with one line naming the output folder and the shortfall, on every rank,
+leaving nothing behind."""
 import os
 import subprocess
 import sys
@@ -13,13 +14,13 @@ from e2e_case import case_setup  # noqa: E402
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 
 
-def convert_into(a, ckpt, mount, options, expect):
+def convert_into(a, ckpt, mount, options, expect, output="hf", extra=()):
     os.makedirs(mount, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", mount], check=True)
     try:
-        out = os.path.join(mount, "hf")
+        out = os.path.join(mount, output)
         start = time.time()
-        p = subprocess.run(["mpirun", "-np", "2", "--oversubscribe", a.engine, "--input", ckpt, "--output", out],
+        p = subprocess.run(["mpirun", "-np", "2", "--oversubscribe", a.engine, "--input", ckpt, "--output", out, *extra],
                            env=ENV, capture_output=True, text=True, timeout=120)
         took = time.time() - start
         errors = [line for line in p.stderr.splitlines() if "error:" in line]
@@ -44,6 +45,9 @@ def main():
     problems = convert_into(a, ckpt, os.path.join(work, "small"), "size=1m", "not enough free space")
     # Room for the bytes but not for the files: the staging folder and the output files each take an inode.
     problems += convert_into(a, ckpt, os.path.join(work, "few_inodes"), "size=64m,nr_inodes=3", "not enough free inodes")
+    # The HDF5 output: a new .h5 file that cannot hold the datasets.
+    problems += convert_into(a, ckpt, os.path.join(work, "small_h5"), "size=1m", "not enough free space", "model.h5",
+                             ["--format", "hdf5"])
     for p in problems:
         print("FAIL: " + p)
     return 1 if problems else 0
