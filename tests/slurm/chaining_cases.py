@@ -5,6 +5,7 @@ local executor) and watch mode. Same command line as launcher_cases.py:
     chaining_cases.py CASE --launcher BIN --engine BIN --workdir DIR
 """
 import collections
+import json
 import os
 import re
 import shlex
@@ -50,15 +51,20 @@ def check_marks(marks, save, fx, log, iterations):
               f"evaluation of iteration {it} got {fields}")
 
 
+def run_with_evaluation(work, r, log_name):
+    """Run `r`'s fixture, its log in logs/, and the evaluation script: (fixture, logs, script, marks)."""
+    fx = make_fixture(work, r)
+    logs = os.path.join(work, "logs")
+    os.makedirs(logs)
+    write_log(os.path.join(logs, log_name + ".out"), r, os.path.join(fx, "checkpoint"))
+    return (fx, logs) + write_eval_script(work)
+
+
 def case_then(a, work):
     """--then on real SLURM: every converted iteration's evaluation runs after its conversion, with its folder;
     a conversion that fails never starts its evaluation (SLURM cancels it) and status says so."""
     r = Run("opensci", f"--arch opensci --tp 1 --pp 1 {SMALL} --iterations 100,200")
-    fx = make_fixture(work, r)
-    logs = os.path.join(work, "logs")
-    os.makedirs(logs)
-    write_log(os.path.join(logs, "run_5.out"), r, os.path.join(fx, "checkpoint"))
-    script, marks = write_eval_script(work)
+    fx, logs, script, marks = run_with_evaluation(work, r, "run_5")
     env = launcher_env(a.engine)
 
     def launch(tag, *extra):
@@ -91,20 +97,19 @@ def case_then(a, work):
 
 
 def case_then_local(a, work):
-    """--then with the local executor: run after each conversion that succeeded, never after one that failed."""
+    """--then with the local executor (and from a profile): run after each conversion that succeeded, never after
+    one that failed."""
     r = Run("llama", f"--arch llama --tp 1 --pp 1 {SMALL} --heads 8 --kv-heads 2 --iterations 100,200")
-    fx = make_fixture(work, r)
-    logs = os.path.join(work, "logs")
-    os.makedirs(logs)
-    write_log(os.path.join(logs, "llama_3.out"), r, os.path.join(fx, "checkpoint"))
-    script, marks = write_eval_script(work)
+    fx, logs, script, marks = run_with_evaluation(work, r, "llama_3")
     env = dict(os.environ, PATH=path_without_slurm(work), OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     save, convert_logs = os.path.join(work, "save"), os.path.join(work, "convert")
-    cmd = [a.launcher, "--convert_logs_dir", convert_logs, "--train_logs_dir_or_path", logs, "--save_checkpoints_dir",
-           save, "--then", script]
-    run(cmd + ["--iterations", "100"], env=env)
+    cmd = [a.launcher, "--convert_logs_dir", convert_logs, "--train_logs_dir_or_path", logs, "--save_checkpoints_dir", save]
+    profile = os.path.join(work, "profile.json")
+    with open(profile, "w") as f:
+        json.dump({"then": script}, f)
+    run(cmd + ["--iterations", "100", "--profile", profile], env=env)  # --then from a profile
     check_marks(marks, save, fx, "llama_3", [100])
-    run(cmd + ["--iterations", "200", "--engine-arg=--no-such-option"], env=env, expect=1)
+    run(cmd + ["--iterations", "200", "--then", script, "--engine-arg=--no-such-option"], env=env, expect=1)
     check_marks(marks, save, fx, "llama_3", [100])
     st = status(a.launcher, convert_logs)
     check(st[("llama_3", "100")]["then_state"] == "completed" and st[("llama_3", "200")]["then_state"] == "not run",
