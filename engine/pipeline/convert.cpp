@@ -1,9 +1,12 @@
 #include "pipeline/convert.hpp"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <set>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -277,6 +280,17 @@ void sync_outputs(const Comm& comm, const std::vector<std::string>& outputs, con
     });
 }
 
+// The number of distinct host names among the ranks (collective), for the log: a multi-node job says so.
+std::size_t host_count(const Comm& comm) {
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    const std::string mine(name);
+    std::set<std::string> hosts;
+    for (const auto& bytes : comm.all_gather(std::as_bytes(std::span(mine.data(), mine.size()))))
+        hosts.emplace(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    return hosts.size();
+}
+
 }  // namespace
 
 ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
@@ -292,7 +306,10 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
         return json{{"dir", loc.iteration_dir}, {"format", loc.format}};
     });
     const std::string iteration_dir = where["dir"];
-    if (root) spdlog::info("checkpoint {} ({} format), {} rank(s)", iteration_dir, where["format"].get<std::string>(), comm.size());
+    const auto hosts = host_count(comm);
+    if (root)
+        spdlog::info("checkpoint {} ({} format), {} rank(s) on {} host(s)", iteration_dir, where["format"].get<std::string>(),
+                     comm.size(), hosts);
 
     // staging folder (rank 0 owns it; every rank writes into it)
     std::unique_ptr<io::StagingDir> staging;
