@@ -8,7 +8,8 @@
 #   ci/cluster-down.sh      # stops the daemons, removes the namespaces, links and files it made
 #
 # Hosts are node01..nodeNN (M2H_CLUSTER_HOSTS, default 3), with M2H_CLUSTER_CPUS CPUs declared each (default 4).
-# `ci/cluster-run.sh node02 CMD...` runs CMD "on" a host; $dir/hosts lists "<name> <netns> <address>" per host.
+# `ci/cluster-run.sh node02 CMD...` runs CMD "on" a host; $dir/hosts lists "<name> <netns> <address> <link>" per
+# host, <link> being this machine's end of the host's veth pair (to shape or cut).
 # Each host's slurmd (and so every job step on it) also has a mount namespace of its own, in which
 # $dir/etc-hosts (every host's name and address) is bound over /etc/hosts; nothing in this machine's /etc changes.
 set -euo pipefail
@@ -97,16 +98,16 @@ ip addr add "$subnet.1/24" dev "$bridge"
 ip link set "$bridge" up
 : >"$dir/hosts"
 for ((i = 1; i <= hosts; i++)); do
-  echo "$(node_of "$i") $(netns_of "$i") $subnet.$((10 + i))" >>"$dir/hosts"
+  echo "$(node_of "$i") $(netns_of "$i") $subnet.$((10 + i)) $bridge$(printf '%02d' "$i")" >>"$dir/hosts"
 done
 {
   printf '127.0.0.1 localhost\n'
   awk '{ print $3, $1 }' "$dir/hosts"
 } >"$dir/etc-hosts"
-while read -r node ns addr; do
+while read -r node ns addr link; do
   ip netns add "$ns"
-  ip link add "${bridge}${node#node}" type veth peer name eth0 netns "$ns"
-  ip link set "${bridge}${node#node}" master "$bridge" up
+  ip link add "$link" type veth peer name eth0 netns "$ns"
+  ip link set "$link" master "$bridge" up
   ip -n "$ns" addr add "$addr/24" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" link set lo up
@@ -168,14 +169,14 @@ InactiveLimit=0
 MaxArraySize=1001
 NodeName=DEFAULT CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 EOF
-while read -r node ns addr; do
+while read -r node ns addr link; do
   echo "NodeName=$node NodeAddr=$addr" >>"$conf"
 done <"$dir/hosts"
 echo "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP" >>"$conf"
 
 # --- the daemons ----------------------------------------------------------------------------------------------
 slurmctld -f "$conf" -i || die "slurmctld did not start; see $dir/log/slurmctld.log"
-while read -r node ns addr; do
+while read -r node ns addr link; do
   mkdir -p "$dir/spool/$node" "$dir/tmp/$node" "$dir/tmp/host"
   # Its own network, host name and /etc/hosts, seen by slurmd and by every job step it starts. (Not `ip netns
   # exec`: it mounts a fresh /sys, without the cgroup filesystem slurmd reads.)
