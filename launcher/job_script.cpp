@@ -88,6 +88,12 @@ std::string sbatch_directives(const JobSpec& spec) {
     // SIGUSR1 to the job steps 60 s before the time limit: the engine stops at once and removes its partial
     // output, instead of being killed mid-write 30 s after SLURM's SIGTERM.
     line("signal", "USR1@60");
+    // A node of the allocation failing (or preemption) would otherwise put the task back in the queue behind the
+    // launcher's back, where it waits for nodes and then runs again as it was submitted: `status` would say
+    // queued and the next launch would skip it. It ends NODE_FAIL instead; `status` says failed, and the next
+    // launch (or `watch`, within --max-attempts) resubmits it. --sbatch-arg=--requeue (the command line wins over
+    // the script's lines) restores SLURM's default.
+    out += "#SBATCH --no-requeue\n";
     // Relative to the job's working directory, which the launcher sets to <convert_logs_dir>: no path from
     // the command line has to be written (unquotable) into an #SBATCH line.
     out += "#SBATCH --output=%x_%A_%a.out\n";

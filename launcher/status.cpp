@@ -48,6 +48,8 @@ Classified classify(const Observation& o) {
         // The time limit: the engine stopped on SLURM's signal and removed its partial output; run the launcher
         // again (with a longer --time) to convert it.
         if (s == "TIMEOUT") return {TaskState::Timeout, "the time limit ended it; the next launch resubmits it"};
+        // SLURM stopped hearing from a node of the allocation (SlurmdTimeout) and ended the job on the others.
+        if (s == "NODE_FAIL") return {TaskState::Failed, "NODE_FAIL: a node of its allocation failed; the next launch resubmits it"};
         return {TaskState::Failed, s};
     }
     if (!o.slurm_answered) return {TaskState::Unknown, "squeue and sacct cannot be asked; output " + o.output_problem};

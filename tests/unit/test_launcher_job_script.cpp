@@ -128,7 +128,7 @@ TEST(LauncherJobScript, Directives) {
     for (const char* line : {"#SBATCH --job-name=convert_full\n", "#SBATCH --account=acct\n",
                              "#SBATCH --partition=boost_usr_prod\n", "#SBATCH --nodes=1\n",
                              "#SBATCH --ntasks-per-node=4\n", "#SBATCH --mem=4096M\n", "#SBATCH --time=00:30:00\n",
-                             "#SBATCH --array=0-1%2\n", "#SBATCH --signal=USR1@60\n", "#SBATCH --output=%x_%A_%a.out\n", "#SBATCH --error=%x_%A_%a.err"})
+                             "#SBATCH --array=0-1%2\n", "#SBATCH --signal=USR1@60\n", "#SBATCH --no-requeue\n", "#SBATCH --output=%x_%A_%a.out\n", "#SBATCH --error=%x_%A_%a.err"})
         EXPECT_NE(d.find(line), std::string::npos) << line;
     EXPECT_EQ(d.find("--qos"), std::string::npos);  // unset values leave no line
 }

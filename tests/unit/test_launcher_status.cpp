@@ -68,6 +68,9 @@ TEST(LauncherStatus, Classification) {
         o.slurm_state = state;
         EXPECT_EQ(classify(o).state, expected) << state;
     }
+    o.slurm_state = "NODE_FAIL";  // a failed node ended it (the job scripts ask --no-requeue)
+    EXPECT_EQ(classify(o).state, TaskState::Failed);
+    EXPECT_NE(classify(o).detail.find("a node of its allocation failed"), std::string::npos);
     o.slurm_state = "PENDING";
     o.slurm_reason = "JobHeldUser";
     EXPECT_EQ(classify(o).detail, "JobHeldUser");
