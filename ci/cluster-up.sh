@@ -10,6 +10,8 @@
 # Hosts are node01..nodeNN (M2H_CLUSTER_HOSTS, default 3), with M2H_CLUSTER_CPUS CPUs declared each (default 4).
 # `ci/cluster-run.sh node02 CMD...` runs CMD "on" a host; $dir/hosts lists "<name> <netns> <address> <link>" per
 # host, <link> being this machine's end of the host's veth pair (to shape or cut).
+# Run again while the cluster is up, it repairs it: a host whose link is down gets it back up, a host whose
+# slurmd is gone (killed, as when a host dies) gets a new one, and hosts SLURM marked down are resumed.
 # Each host's slurmd (and so every job step on it) also has a mount namespace of its own, in which
 # $dir/etc-hosts (every host's name and address) is bound over /etc/hosts; nothing in this machine's /etc changes.
 set -euo pipefail
@@ -84,7 +86,26 @@ wait_idle() {
   tail -n 20 "$dir"/log/*.log >&2 || true
   return 1
 }
+# A host's slurmd in its own network, host name and /etc/hosts, seen by slurmd and by every job step it starts.
+# (Not `ip netns exec`: it mounts a fresh /sys, without the cgroup filesystem slurmd reads.)
+start_slurmd() { # start_slurmd NODE NETNS
+  mkdir -p "$dir/spool/$1" "$dir/tmp/$1" "$dir/tmp/host"
+  nsenter "--net=/run/netns/$2" unshare --uts --mount --propagation private sh -c \
+    "mount --bind '$dir/etc-hosts' /etc/hosts && mount --bind '$dir/tmp/$1' '$dir/tmp/host' &&
+     hostname $1 && exec slurmd -f '$conf' -N $1" </dev/null \
+    || die "slurmd of $1 did not start; see $dir/log/slurmd-$1.log"
+}
 if [ -s "$dir/hosts" ] && ours "$dir/slurmctld.pid" "$conf" && [ "$(wc -l <"$dir/hosts")" -eq "$hosts" ]; then
+  while read -r node ns addr link; do
+    if [ -n "$link" ] && ! ip -o link show dev "$link" 2>/dev/null | grep -q '[<,]UP[,>]'; then
+      say "repairing $node: its link $link was down"
+      ip link set "$link" up
+    fi
+    if ! ours "$dir/slurmd-$node.pid" "$conf"; then
+      say "repairing $node: its slurmd was gone"
+      start_slurmd "$node" "$ns"
+    fi
+  done <"$dir/hosts"
   wait_idle && { say "already up ($conf)"; exit 0; }
 fi
 "$(dirname "$0")/cluster-down.sh" >/dev/null 2>&1 || true
@@ -177,13 +198,7 @@ echo "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP" >>"$c
 # --- the daemons ----------------------------------------------------------------------------------------------
 slurmctld -f "$conf" -i || die "slurmctld did not start; see $dir/log/slurmctld.log"
 while read -r node ns addr link; do
-  mkdir -p "$dir/spool/$node" "$dir/tmp/$node" "$dir/tmp/host"
-  # Its own network, host name and /etc/hosts, seen by slurmd and by every job step it starts. (Not `ip netns
-  # exec`: it mounts a fresh /sys, without the cgroup filesystem slurmd reads.)
-  nsenter "--net=/run/netns/$ns" unshare --uts --mount --propagation private sh -c \
-    "mount --bind '$dir/etc-hosts' /etc/hosts && mount --bind '$dir/tmp/$node' '$dir/tmp/host' &&
-     hostname $node && exec slurmd -f '$conf' -N $node" \
-    || die "slurmd of $node did not start; see $dir/log/slurmd-$node.log"
+  start_slurmd "$node" "$ns"
 done <"$dir/hosts"
 wait_idle || die "cluster did not come up"
 say "up: $hosts hosts ($(awk '{ printf "%s%s=%s", (NR > 1 ? ", " : ""), $1, $3 }' "$dir/hosts")), $cpus CPUs each; export SLURM_CONF=$conf"
