@@ -1,5 +1,6 @@
 // megatron2hf: convert a Megatron-LM checkpoint into a Hugging Face folder, in parallel over MPI ranks.
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 
@@ -187,6 +188,11 @@ int main(int argc, char** argv) {
         return 0;
     } catch (const m2h::exchange::PeerFailed&) {
         return 1;  // the failing rank printed the error
+    } catch (const m2h::exchange::PeersLost& e) {
+        // What this rank owns is cleaned up; MPI_Finalize would wait for the lost ranks for ever.
+        std::fprintf(stderr, "megatron2hf: error: %s\n", e.what());
+        std::fflush(nullptr);
+        std::_Exit(1);
     } catch (const Error& e) {
         std::fprintf(stderr, "megatron2hf: error: %s\n", e.what());
         return 1;

@@ -3,8 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
-#include <thread>
 #include <exception>
+#include <optional>
+#include <thread>
 
 #include "common/error.hpp"
 #include "common/stop_signal.hpp"
@@ -29,8 +30,14 @@ int to_int(std::uint64_t n, const char* what) {
 // Waits for a non-blocking operation without spinning. Blocking MPI calls poll at full speed, and a rank
 // that arrives first would take a core from the ranks it waits for, and from their writer threads, whenever
 // ranks share cores. Polling with short sleeps (growing to 200 us, small next to a round) leaves them the CPU.
+//
+// A stop signal reaches every task of a job at once, so the others come to this agreement within moments, unless
+// they cannot: their host died or its link is cut, and Open MPI over TCP does not notice. After kStopGrace this
+// rank gives up on them (PeersLost), so that it still removes what it owns before SLURM kills it.
 void wait_politely(MPI_Request& request, const char* what) {
+    using Clock = std::chrono::steady_clock;
     auto pause = std::chrono::microseconds(1);
+    std::optional<Clock::time_point> stop_seen;
     for (;;) {
         int done = 0;
         const int code = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
@@ -39,6 +46,13 @@ void wait_politely(MPI_Request& request, const char* what) {
             check(code, what);
         }
         if (done) return;
+        if (const int s = stop_signal()) {
+            if (!stop_seen) stop_seen = Clock::now();
+            if (Clock::now() - *stop_seen > kStopGrace)
+                throw PeersLost(signal_name(s), "stopped before the conversion finished, without the ranks that did not "
+                                                "answer within " + std::to_string(kStopGrace.count()) +
+                                                " s of it (a host down or cut off?)");
+        }
         std::this_thread::sleep_for(pause);
         pause = std::min(pause * 2, std::chrono::microseconds(200));
     }

@@ -1,5 +1,6 @@
 #pragma once
 // Thin RAII layer over the few MPI calls the engine makes. Counts are checked to fit an int before any call.
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -7,6 +8,8 @@
 #include <vector>
 
 #include <mpi.h>
+
+#include "common/error.hpp"
 
 namespace m2h::exchange {
 
@@ -50,6 +53,15 @@ private:
 
 // Thrown on the ranks that did not fail when another rank reported an error: they exit quietly.
 struct PeerFailed {};
+
+// How long a rank that was asked to stop waits for the others to agree before it stops without them.
+inline constexpr std::chrono::seconds kStopGrace{3};
+
+// Thrown by a rank that stopped without its peers (see kStopGrace): MPI can no longer be finalized, so the
+// process must end without it once this rank's own cleanup (its staging folder) is done.
+struct PeersLost : Error {
+    using Error::Error;
+};
 
 // Runs `step` on every rank and agrees on the outcome: if any rank threw m2h::Error, or was asked to stop by a
 // signal (common/stop_signal.hpp), the lowest such rank rethrows its error (so the message is printed once) and

@@ -11,9 +11,9 @@ Then: the job ends NODE_FAIL within a bounded time (SLURM notices the host after
 --no-requeue keeps SLURM from queueing it again), no rank is left on the other hosts, no output folder is left,
 `status` says failed, the host is restored (ci/cluster-up.sh restarts a dead slurmd, brings a link up and
 resumes the host), and the next launch, without the pacing, converts the iteration bit-exactly on three hosts.
-Whether a staging folder was left (rank 0 killed outright while stuck in MPI) depends on timing: it is printed,
-`status` must warn about it, and it must be gone at the end: in host_dies the next conversion's engine removes
-it, in link_cut `megatron2hf-launch clean` does. Whatever fails, the cluster is repaired for the next case.
+No staging folder is left either: rank 0 (on node01), asked to stop while it waits on ranks that will never
+answer, gives up on them after the engine's grace of a few seconds and removes it before SLURM's SIGKILL.
+Whatever fails, the cluster is repaired for the next case.
 
     fault_cases.py CASE --engine BIN --launcher BIN --workdir DIR
 """
@@ -135,9 +135,8 @@ def err_text(convert_logs, job_id):
         return ""
 
 
-def fault_case(a, work, fault, restore, remove_staging):
-    """fault() takes VICTIM out while the job runs on it, restore() brings it back; remove_staging(out,
-    convert_logs) may remove a staging folder the fault left (else the next conversion's engine must)."""
+def fault_case(a, work, fault, restore):
+    """fault() takes VICTIM out while the job runs on it, restore() brings it back."""
     start = time.time()
     cmd, env, convert_logs, out, expected = setup(a, work)
     bound = job_end_bound()
@@ -172,13 +171,11 @@ def fault_case(a, work, fault, restore, remove_staging):
     err = err_text(convert_logs, job)
     print(f"--- the job's .err\n{err[-3000:]}", flush=True)
     check(not os.path.exists(out), f"{out} exists after the fault")
-    partial = staging_left(out)
-    print(f"staging folders left by the killed job: {partial or 'none'}", flush=True)
-    p = run([a.launcher, "status", "--convert_logs_dir", convert_logs])
-    check(all(f"leftover staging folder {d}" in p.stderr for d in partial), "status does not warn about the staging folder")
+    check(not staging_left(out), f"the stopped job left its staging folder: {staging_left(out)}")
+    check(re.search(r"megatron2hf: error: SIG(TERM|KILL|USR1|INT): stopped before the conversion finished", err),
+          "no rank said it stopped on SLURM's signal")
     row = launcher_cases.status(a.launcher, convert_logs)[("llama_9", "100")]
     check(row["state"] == "failed" and "NODE_FAIL" in row["detail"], f"status does not report the node failure: {row}")
-    remove_staging(out, convert_logs)
 
     restored_at = time.time()
     restore()
@@ -201,8 +198,7 @@ def fault_case(a, work, fault, restore, remove_staging):
     check(all(s == "idle" for s in node_states().values()), f"hosts not idle: {node_states()}")
     left = [f"{p} {comm(p)}" for p in netns_pids(VICTIM) if comm(p) != "slurmd"]
     check(not left, f"processes left in {VICTIM}'s namespace: {left}")
-    print(f"{a.case}: job ended {ended:.1f}s after the fault, staging folder {'left' if partial else 'not left'}, "
-          f"case {time.time() - start:.1f}s", flush=True)
+    print(f"{a.case}: job ended {ended:.1f}s after the fault, case {time.time() - start:.1f}s", flush=True)
 
 
 def restore_cluster():
@@ -220,7 +216,7 @@ def repair(work):
 
 
 def case_host_dies(a, work):
-    """Every process of the host's namespace killed at once; a staging folder left is the next engine's to remove."""
+    """Every process of the host's namespace killed at once."""
     def fault():
         for _ in range(20):
             pids = netns_pids(VICTIM)
@@ -234,18 +230,13 @@ def case_host_dies(a, work):
                     pass
             time.sleep(0.2)
         raise CaseFailed(f"processes in {VICTIM}'s namespace survive SIGKILL: {netns_pids(VICTIM)}")
-    fault_case(a, work, fault, restore_cluster, lambda out, convert_logs: None)
+    fault_case(a, work, fault, restore_cluster)
 
 
 def case_link_cut(a, work):
-    """The host's link down: its slurmd and ranks live on, cut off; `clean` removes a staging folder left."""
+    """The host's link down: its slurmd and ranks live on, cut off."""
     link = hosts()[VICTIM][2]
-
-    def clean(out, convert_logs):
-        p = run([a.launcher, "clean", "--convert_logs_dir", convert_logs])
-        check(not staging_left(out), f"clean left {staging_left(out)}")
-        check("clean: removed" in p.stderr, "clean did not say what it removed")
-    fault_case(a, work, lambda: run(["ip", "link", "set", link, "down"]), restore_cluster, clean)
+    fault_case(a, work, lambda: run(["ip", "link", "set", link, "down"]), restore_cluster)
 
 
 CASES = {"host_dies": case_host_dies, "link_cut": case_link_cut}
