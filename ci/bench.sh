@@ -6,6 +6,8 @@
 #   ci/bench.sh --sizes 0.5,2,8                  # add 8 GB (needs ~60 GB free disk; long on a slow disk)
 #   ci/bench.sh --input /path/to/checkpoints     # a real checkpoint instead of generated ones
 #   ci/bench.sh --help                           # every option (bench/bench.py)
+#   ci/bench.sh --cross-host [ARGS]              # the 2 GB model across the 3 hosts of ci/cluster-up.sh with shaped
+#                                                # links, against the cost model (bench/cross_host.py, docs/scaling.md)
 #
 # Results: the table on stdout, build/bench/results.md (machine description + table + targets) and
 # build/bench/results.json. docs/performance.md holds the reference run.
@@ -17,4 +19,12 @@ generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j "$(nproc)" --target megatron2hf >/dev/null
+if [ "${1:-}" = --cross-host ]; then
+  shift
+  export M2H_CLUSTER_DIR=${M2H_CLUSTER_DIR:-/tmp/m2h-cluster-bench}
+  ci/cluster-up.sh
+  trap ci/cluster-down.sh EXIT
+  /usr/bin/python3 bench/cross_host.py --engine "$build/bin/megatron2hf" --cluster-dir "$M2H_CLUSTER_DIR" "$@"
+  exit
+fi
 exec /usr/bin/python3 bench/bench.py --engine "$build/bin/megatron2hf" "$@"
