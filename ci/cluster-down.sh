@@ -12,28 +12,17 @@ sum=$(printf '%s' "$dir" | cksum | cut -d' ' -f1)
 tag=$(printf '%04x' $((sum % 65536)))
 bridge=m2hb$tag
 
-stop() { # stop PIDFILE PATTERN
-  local pid i
-  [ -s "$1" ] || return 0
-  pid=$(cat "$1")
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$2" || { rm -f "$1"; return 0; }
-  kill "$pid" 2>/dev/null
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$1"; return 0; }
-    sleep 0.2
-  done
-  kill -9 "$pid" 2>/dev/null
-  rm -f "$1"
-}
+say() { echo "ci/cluster-down.sh: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+# shellcheck source=ci/slurm-lib.sh
+. "$(dirname "$0")/slurm-lib.sh"
 
-if [ -s "$dir/slurmctld.pid" ] && command -v scancel >/dev/null; then
-  timeout 10 scancel --quiet --full "--user=$(id -un)" >/dev/null 2>&1 || true
-fi
+cancel_jobs
 for pidfile in "$dir"/slurmd-*.pid; do
-  [ -e "$pidfile" ] && stop "$pidfile" "$conf"
+  [ -e "$pidfile" ] && stop_daemon "$pidfile" "$conf"
 done
-stop "$dir/slurmctld.pid" "$conf"
-stop "$dir/munge/munged.pid" "$dir/munge/munge.socket"
+stop_daemon "$dir/slurmctld.pid" "$conf"
+stop_daemon "$dir/munge/munged.pid" "$dir/munge/munge.socket"
 
 # The namespaces: anything still running in one (a step a dead slurmd left) goes with it.
 for ns in $(ip netns list 2>/dev/null | awk '{ print $1 }' | grep "^m2h$tag-n"); do
