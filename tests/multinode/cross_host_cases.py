@@ -2,7 +2,7 @@
 """Cross-host cases on the multi-host cluster of ci/cluster-up.sh (M2H_CLUSTER_DIR, SLURM_CONF set by ctest):
 the engine started by `srun -N 3 --ntasks-per-node 2 --mpi=pmix` from node01, Open MPI on TCP between hosts.
 
-    cross_host_cases.py CASE --engine BIN --launcher BIN --workdir DIR
+    cross_host_cases.py CASE --launcher BIN --engine BIN --workdir DIR
 
   engine    legacy and torch_dist fixtures and real megatron-core goldens, --readers writers and files: bit-exact
             (fixtures against their global weights, goldens against their recorded conversions) and the manifest's
@@ -12,34 +12,25 @@ the engine started by `srun -N 3 --ntasks-per-node 2 --mpi=pmix` from node01, Op
   launcher  the launcher's multi-node job scripts (--nodes 3) submitted to the cluster: each task on three hosts,
             bit-exact.
 """
-import argparse
 import hashlib
 import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
 PY = "/usr/bin/python3"
 CHECKER = os.path.join(SRC, "tests", "e2e", "check_hf_output.py")
 CLUSTER_RUN = os.path.join(SRC, "ci", "cluster-run.sh")
+sys.path.insert(0, os.path.join(SRC, "tests", "slurm"))
+import launcher_cases  # noqa: E402
+from launcher_cases import CaseFailed, check  # noqa: E402
 GOLDENS = ["mcore-0.19.2_llama_tp2_pp2_distopt_bf16", "mcore-0.16.1_qwen2_moe_tp2_pp1_ep2_shared_fp32"]
 FIXTURE = "--arch llama --layers 4 --hidden 128 --heads 8 --kv-heads 2 --ffn 256 --padded-vocab 512 --tp 2 --pp 2"
 HOSTS, PER_HOST = 3, 2
-
-
-class CaseFailed(Exception):
-    pass
-
-
-def check(cond, message):
-    if not cond:
-        raise CaseFailed(message)
 
 
 def run(cmd, timeout=300, env=None, expect=0):
@@ -135,8 +126,6 @@ def case_hdf5(a, work):
 
 
 def case_launcher(a, work):
-    sys.path.insert(0, os.path.join(SRC, "tests", "slurm"))
-    import launcher_cases
     r = launcher_cases.Run("llama", f"{FIXTURE} --iterations 100,200")
     fx = launcher_cases.make_fixture(work, r)
     logs, save, convert_logs = (os.path.join(work, d) for d in ("logs", "save", "convert_logs"))
@@ -167,25 +156,5 @@ def case_launcher(a, work):
 CASES = {"engine": case_engine, "hdf5": case_hdf5, "launcher": case_launcher}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("case", choices=sorted(CASES))
-    ap.add_argument("--engine", required=True)
-    ap.add_argument("--launcher", required=True)
-    ap.add_argument("--workdir", required=True)
-    a = ap.parse_args()
-    work = os.path.join(a.workdir, a.case)
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    start = time.time()
-    try:
-        CASES[a.case](a, work)
-    except CaseFailed as e:
-        print(f"FAILED {a.case}: {e}", flush=True)
-        return 1
-    print(f"PASSED {a.case} in {time.time() - start:.1f}s", flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(launcher_cases.main(CASES))

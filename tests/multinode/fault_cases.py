@@ -17,12 +17,10 @@ Whatever fails, the cluster is repaired for the next case.
 
     fault_cases.py CASE --engine BIN --launcher BIN --workdir DIR
 """
-import argparse
 import glob
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +30,8 @@ SRC = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "slurm"))
 import launcher_cases  # noqa: E402
-from cross_host_cases import FIXTURE, HOSTS, PER_HOST, CaseFailed, check, cluster_env, run  # noqa: E402
+from cross_host_cases import FIXTURE, HOSTS, PER_HOST, cluster_env, run  # noqa: E402
+from launcher_cases import CaseFailed, check  # noqa: E402
 
 CLUSTER_UP = os.path.join(SRC, "ci", "cluster-up.sh")
 VICTIM = "node03"
@@ -242,27 +241,5 @@ def case_link_cut(a, work):
 CASES = {"host_dies": case_host_dies, "link_cut": case_link_cut}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("case", choices=sorted(CASES))
-    ap.add_argument("--engine", required=True)
-    ap.add_argument("--launcher", required=True)
-    ap.add_argument("--workdir", required=True)
-    a = ap.parse_args()
-    work = os.path.join(a.workdir, a.case)
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    start = time.time()
-    try:
-        CASES[a.case](a, work)
-    except CaseFailed as e:
-        print(f"FAILED {a.case}: {e}", flush=True)
-        return 1
-    finally:
-        repair(work)
-    print(f"PASSED {a.case} in {time.time() - start:.1f}s", flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(launcher_cases.main(CASES, after=repair))

@@ -18,7 +18,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import launcher_cases  # noqa: E402
-from launcher_cases import (PY, SMALL, CaseFailed, Run, check, check_outputs, launcher_env,  # noqa: E402
+from launcher_cases import (PY, SMALL, Run, check, check_outputs, launcher_env,  # noqa: E402
                             make_fixture, path_without_slurm, records, run, status, wait_for_jobs, write_log)
 
 WRITER = os.path.join(HERE, "training_writer.py")

@@ -517,7 +517,8 @@ CASES = {"e2e": case_e2e, "quoting": case_quoting, "status": case_status, "local
          "dry_run": case_dry_run, "no_checkpoint": case_no_checkpoint}
 
 
-def main(cases=CASES):
+def main(cases=CASES, after=None):
+    """Runs one of `cases` (CASE --launcher --engine --workdir); after(work), when given, runs whatever happened."""
     ap = argparse.ArgumentParser()
     ap.add_argument("case", choices=sorted(cases))
     ap.add_argument("--launcher", required=True)
@@ -533,6 +534,9 @@ def main(cases=CASES):
     except CaseFailed as e:
         print(f"FAILED {a.case}: {e}", flush=True)
         return 1
+    finally:
+        if after:
+            after(work)
     print(f"PASSED {a.case} in {time.time() - start:.1f}s", flush=True)
     return 0
 
