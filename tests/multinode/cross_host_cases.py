@@ -125,8 +125,10 @@ def case_hdf5(a, work):
     check(not hdf5_case.failures, f"HDF5 written across hosts: {hdf5_case.failures}")
 
 
-def case_launcher(a, work):
-    r = launcher_cases.Run("llama", f"{FIXTURE} --iterations 100,200")
+def multinode_launch(a, work, iterations):
+    """A training run (log llama_9) with a fixture of `iterations`, and the launcher command that converts it on
+    HOSTS x PER_HOST ranks (a profile of nodes and tasks per node): (command, env, convert_logs, save, fixture)."""
+    r = launcher_cases.Run("llama", f"{FIXTURE} --iterations {iterations}")
     fx = launcher_cases.make_fixture(work, r)
     logs, save, convert_logs = (os.path.join(work, d) for d in ("logs", "save", "convert_logs"))
     os.makedirs(logs)
@@ -135,8 +137,14 @@ def case_launcher(a, work):
     with open(profile, "w") as f:
         json.dump({"nodes": HOSTS, "ntasks_per_node": PER_HOST, "partition": "debug", "time": "00:10:00"}, f)
     env = dict(cluster_env(), PATH=os.path.dirname(a.engine) + os.pathsep + os.environ["PATH"])
-    run([a.launcher, "--profile", profile, "--convert_logs_dir", convert_logs, "--train_logs_dir_or_path", logs,
-         "--save_checkpoints_dir", save, "--executor", "slurm"], env=env)
+    cmd = [a.launcher, "--profile", profile, "--convert_logs_dir", convert_logs, "--train_logs_dir_or_path", logs,
+           "--save_checkpoints_dir", save, "--executor", "slurm"]
+    return cmd, env, convert_logs, save, fx
+
+
+def case_launcher(a, work):
+    cmd, env, convert_logs, save, fx = multinode_launch(a, work, "100,200")
+    run(cmd, env=env)
     recs = launcher_cases.records(convert_logs)
     check(len(recs) == 1 and len(recs[0]["tasks"]) == 2, f"expected one array of two tasks: {recs}")
     with open(recs[0]["script"]) as f:

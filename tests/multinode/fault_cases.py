@@ -18,7 +18,6 @@ Whatever fails, the cluster is repaired for the next case.
     fault_cases.py CASE --engine BIN --launcher BIN --workdir DIR
 """
 import glob
-import json
 import os
 import re
 import subprocess
@@ -30,7 +29,7 @@ SRC = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "slurm"))
 import launcher_cases  # noqa: E402
-from cross_host_cases import FIXTURE, HOSTS, PER_HOST, cluster_env, run  # noqa: E402
+from cross_host_cases import HOSTS, PER_HOST, multinode_launch, run  # noqa: E402
 from launcher_cases import CaseFailed, check  # noqa: E402
 
 CLUSTER_UP = os.path.join(SRC, "ci", "cluster-up.sh")
@@ -110,17 +109,7 @@ def staging_left(out):
 
 
 def setup(a, work):
-    r = launcher_cases.Run("llama", f"{FIXTURE} --iterations 100")
-    fx = launcher_cases.make_fixture(work, r)
-    logs, save, convert_logs = (os.path.join(work, d) for d in ("logs", "save", "convert_logs"))
-    os.makedirs(logs)
-    launcher_cases.write_log(os.path.join(logs, "llama_9.out"), r, os.path.join(fx, "checkpoint"))
-    profile = os.path.join(work, "multinode.json")
-    with open(profile, "w") as f:
-        json.dump({"nodes": HOSTS, "ntasks_per_node": PER_HOST, "partition": "debug", "time": "00:10:00"}, f)
-    env = dict(cluster_env(), PATH=os.path.dirname(a.engine) + os.pathsep + os.environ["PATH"])
-    cmd = [a.launcher, "--profile", profile, "--convert_logs_dir", convert_logs, "--train_logs_dir_or_path", logs,
-           "--save_checkpoints_dir", save, "--executor", "slurm"]
+    cmd, env, convert_logs, save, fx = multinode_launch(a, work, "100")
     out = os.path.join(save, "llama_9", "hf", "iter_0000100")
     return cmd, env, convert_logs, out, os.path.join(fx, "expected", "iter_0000100")
 
