@@ -13,9 +13,11 @@
 #include "common/error.hpp"
 #include "common/stop_signal.hpp"
 #include "exchange/mpi_comm.hpp"
+#include "formats/iteration_request.hpp"
 #include "io/hdf5_writer.hpp"
 #include "io/zstd_filter.hpp"
 #include "pipeline/convert.hpp"
+#include "pipeline/convert_run.hpp"
 #include "pipeline/manifest.hpp"
 
 namespace {
@@ -28,8 +30,8 @@ cxxopts::Options make_options() {
                        "Run under MPI: mpirun -np N megatron2hf --input CKPT --output DIR");
     o.add_options()
         ("input", "checkpoint root (with latest_checkpointed_iteration.txt) or one iteration folder (iter_NNNNNNN/, release/)", cxxopts::value<std::string>())
-        ("output", "output Hugging Face folder (written atomically), or the .h5 file with --format hdf5", cxxopts::value<std::string>())
-        ("iteration", "iteration to convert: a number or 'latest' (from the tracker file)", cxxopts::value<std::string>()->default_value("latest"))
+        ("output", "output Hugging Face folder (written atomically), or the .h5 file with --format hdf5; with several iterations, a folder that gets iter_NNNNNNN/ per iteration, or a path with {iteration}", cxxopts::value<std::string>())
+        ("iteration", "'latest' (from the tracker file), N, several: N,M,..., a range A-B of the iter_* folders on disk, or 'all' of them", cxxopts::value<std::string>()->default_value("latest"))
         ("arch", "auto or a family: llama, mistral, qwen2, qwen3, opensci, gptneox, mixtral, qwen2_moe, qwen3_moe (auto: the first that can represent the model)", cxxopts::value<std::string>()->default_value("auto"))
         ("dtype", "source, bf16, fp16 or fp32 (casts round to nearest even)", cxxopts::value<std::string>()->default_value("source"))
         ("max-shard-size", "largest safetensors file, e.g. 5GB, 500MB, 2GiB", cxxopts::value<std::string>()->default_value("5GB"))
@@ -43,7 +45,7 @@ cxxopts::Options make_options() {
         ("no-fsync", "do not fsync the output before renaming it into place (faster; a machine crash can then leave a complete-looking folder with missing bytes)")
         ("verify", "re-read every written file and check each tensor against the checksum of the bytes its writer received, before the output is committed")
         ("format", "safetensors (a Hugging Face folder) or hdf5 (a group of one dataset per tensor in an .h5 file, written with parallel HDF5)", cxxopts::value<std::string>()->default_value("safetensors"))
-        ("group", "hdf5: the group that receives the tensors (default iter_NNNNNNN of the converted iteration); other groups of the file are kept", cxxopts::value<std::string>())
+        ("group", "hdf5: the group that receives the tensors (default iter_NNNNNNN of the converted iteration; with several iterations it must contain {iteration}); other groups of the file are kept", cxxopts::value<std::string>())
         ("compress", "hdf5: zstd or zstd:LEVEL (zstd's levels, default 3; up to 22, negative for faster) compresses every dataset with HDF5 filter 32015", cxxopts::value<std::string>())
         ("log-level", "trace, debug, info, warn, error", cxxopts::value<std::string>()->default_value("info"))
         ("version", "print the version")
@@ -107,6 +109,7 @@ std::optional<m2h::pipeline::ConvertOptions> parse(int argc, char** argv, bool p
     o.input = r["input"].as<std::string>();
     o.output = r["output"].as<std::string>();
     o.iteration = r["iteration"].as<std::string>();
+    const bool several = m2h::formats::parse_iteration_request(o.iteration).several();  // checked here, on every rank
     o.arch = r["arch"].as<std::string>();
     o.dtype = parse_dtype(r["dtype"].as<std::string>());
     o.max_shard_size = m2h::parse_byte_size(r["max-shard-size"].as<std::string>(), "--max-shard-size");
@@ -134,6 +137,8 @@ std::optional<m2h::pipeline::ConvertOptions> parse(int argc, char** argv, bool p
         if (r.count("group")) {
             o.group = r["group"].as<std::string>();
             m2h::io::check_hdf5_group_name(o.group);
+            if (several && !m2h::formats::has_iteration_placeholder(o.group))
+                throw Error("--group", "'" + o.group + "' would receive every iteration; with several, put {iteration} in it");
         }
         if (r.count("compress")) o.zstd_level = parse_compress(r["compress"].as<std::string>());
     }
@@ -178,18 +183,13 @@ int main(int argc, char** argv) {
         m2h::exchange::collective(comm, [&] { options = parse(argc, argv, comm.rank() == 0); });
         if (!options) return 0;
         if (comm.rank() != 0) spdlog::set_level(std::max(spdlog::get_level(), spdlog::level::warn));
+        if (const auto request = m2h::formats::parse_iteration_request(options->iteration); request.several()) {
+            // Exit 0 only when every selected iteration is converted; each failed one printed its line.
+            const auto run = m2h::pipeline::convert_iterations(comm, *options, request);
+            return run.failed.empty() ? 0 : 1;
+        }
         const auto s = m2h::pipeline::convert(comm, *options);
-        if (comm.rank() == 0 && !s.hdf5_group.empty())
-            spdlog::info("hdf5: group '{}': {} bytes of tensors stored in {} bytes (compression ratio {:.3f})",
-                         s.hdf5_group, s.bytes_written, s.hdf5_stored_bytes,
-                         s.hdf5_stored_bytes ? static_cast<double>(s.bytes_written) / static_cast<double>(s.hdf5_stored_bytes) : 0.0);
-        if (comm.rank() == 0)
-            spdlog::info("done: {} tensors, {} bytes written, {} bytes read from disk for {} model bytes ({:.3f}x), "
-                         "{:.2f} s, {:.2f} GB/s -> {}",
-                         s.tensors, s.bytes_written, s.process_bytes_read, s.model_bytes,
-                         s.model_bytes ? static_cast<double>(s.process_bytes_read) / static_cast<double>(s.model_bytes) : 0.0,
-                         s.seconds, s.seconds > 0 ? static_cast<double>(s.bytes_written) / s.seconds / 1e9 : 0.0,
-                         options->output);
+        if (comm.rank() == 0) m2h::pipeline::log_done(s, options->output);
         return 0;
     } catch (const m2h::exchange::PeerFailed&) {
         return 1;  // the failing rank printed the error

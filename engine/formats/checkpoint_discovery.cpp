@@ -68,6 +68,20 @@ std::string detect_format(const fs::path& dir) {
 
 }  // namespace
 
+std::vector<std::int64_t> iterations_on_disk(const std::string& input) {
+    std::error_code ec;
+    if (!fs::is_directory(input, ec)) throw Error(input, "is not a folder (expected a checkpoint root)");
+    std::vector<std::int64_t> out;
+    for (const auto& e : fs::directory_iterator(input, ec)) {
+        const auto name = e.path().filename().string();
+        if (!name.starts_with("iter_") || !fs::is_directory(e.path(), ec)) continue;
+        if (const auto n = parse_iteration(std::string_view(name).substr(5))) out.push_back(*n);
+    }
+    if (ec) throw Error(input, "cannot list: " + ec.message());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
 std::string iteration_dir_name(std::int64_t iteration) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "iter_%07lld", static_cast<long long>(iteration));

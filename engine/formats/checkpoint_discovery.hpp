@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace m2h::formats {
 
@@ -16,6 +17,10 @@ struct CheckpointLocation {
 // `input`: a checkpoint root (with latest_checkpointed_iteration.txt) or one iteration folder.
 // `iteration`: "latest" or a number. Throws m2h::Error naming the path and what is wrong.
 CheckpointLocation discover_checkpoint(const std::string& input, const std::string& iteration);
+
+// The numbers of the iter_NNNNNNN folders in the checkpoint root `input`, ascending. Throws m2h::Error when
+// `input` is not a folder.
+std::vector<std::int64_t> iterations_on_disk(const std::string& input);
 
 // "iter_0001000" for 1000.
 std::string iteration_dir_name(std::int64_t iteration);

@@ -27,6 +27,7 @@
 #include "model/model_spec.hpp"
 #include "model/tensor_mapping.hpp"
 #include "pipeline/checksum_sink.hpp"
+#include "pipeline/from_root.hpp"
 #include "pipeline/manifest.hpp"
 #include "plan/conversion_plan.hpp"
 #include "plan/hdf5_layout.hpp"
@@ -44,23 +45,6 @@ using Clock = std::chrono::steady_clock;
 // HDF5 chunks hold at most this many bytes (and never more than a transfer window).
 constexpr std::uint64_t kHdf5ChunkBytes = 1ull << 20;
 
-// Runs `produce` on rank 0 only and hands its result to every rank.
-json from_root(const Comm& comm, const std::function<json()>& produce) {
-    json result;
-    collective(comm, [&] {
-        if (comm.rank() == 0) result = produce();
-    });
-    std::vector<std::byte> bytes;
-    if (comm.rank() == 0) {
-        const auto cbor = json::to_cbor(result);
-        bytes.assign(reinterpret_cast<const std::byte*>(cbor.data()),
-                     reinterpret_cast<const std::byte*>(cbor.data()) + cbor.size());
-    }
-    comm.broadcast(bytes, 0);
-    if (comm.rank() != 0) result = json::from_cbor(reinterpret_cast<const std::uint8_t*>(bytes.data()),
-                                                   reinterpret_cast<const std::uint8_t*>(bytes.data()) + bytes.size());
-    return result;
-}
 
 std::vector<std::byte> to_bytes(const json& j) {
     const auto cbor = json::to_cbor(j);
