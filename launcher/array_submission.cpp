@@ -12,6 +12,7 @@
 #include "outputs.hpp"
 #include "state_file.hpp"
 #include "submission.hpp"
+#include "task_batches.hpp"
 
 namespace m2h::launch {
 
@@ -45,9 +46,11 @@ std::vector<std::string> container_binds(const std::vector<std::string>& paths) 
 
 std::string display_command(const std::vector<std::string>& argv) { return shell_words(argv); }
 
-// The array of `p`'s iterations [begin, end), as task 0, 1, ...
-ArrayJob make_array_job(const LaunchConfig& c, const LogPlan& p, const std::string& assets, std::size_t begin,
-                        std::size_t end, const std::string& script_path) {
+// The array of `p`'s task batches [begin, end), as task 0, 1, ...; every iteration of a batch is recorded
+// with its batch's task id.
+ArrayJob make_array_job(const LaunchConfig& c, const LogPlan& p, const std::string& assets,
+                        const std::vector<TaskBatch>& batches, std::size_t begin, std::size_t end,
+                        const std::vector<BatchItem>& items, const std::string& script_path) {
     ArrayJob job{c.base, {}};
     JobSpec& spec = job.spec;
     SubmissionRecord& record = job.record;
@@ -57,15 +60,15 @@ ArrayJob make_array_job(const LaunchConfig& c, const LogPlan& p, const std::stri
     spec.assets = assets;
     std::vector<std::string> bind_paths{output_root(c.save_dir, p.name)};
     if (!assets.empty()) bind_paths.push_back(assets);
-    std::error_code ec;
-    for (std::size_t i = begin; i < end; ++i) {
-        // The real folder: a cool-down run's symlinked iteration then needs no bind of the link's root.
-        const auto input = fs::weakly_canonical(p.todo[i].folder, ec).string();
-        spec.inputs.push_back(input);
-        spec.iterations.push_back(p.todo[i].key());
-        spec.outputs.push_back(p.todo_outputs[i]);
-        bind_paths.push_back(fs::path(input).parent_path().string());
-        record.tasks.push_back({i - begin, p.todo[i].key(), input, p.todo_outputs[i], std::nullopt, "", std::nullopt});
+    for (std::size_t k = begin; k < end; ++k) {
+        const auto& b = batches[k];
+        spec.inputs.push_back(b.input);
+        spec.iterations.push_back(b.iteration);
+        spec.outputs.push_back(b.output);
+        // The real folder's root: a cool-down run's symlinked iteration then needs no bind of the link's root.
+        bind_paths.push_back(fs::path(items[b.members.front()].folder).parent_path().string());
+        for (const auto m : b.members)
+            record.tasks.push_back({k - begin, p.todo[m].key(), items[m].folder, p.todo_outputs[m], std::nullopt, "", std::nullopt});
     }
     if (c.in_container) spec.binds = container_binds(bind_paths);
     record.time = utc_now_iso();
@@ -102,8 +105,9 @@ void submit_array(const LaunchConfig& c, const LogPlan& p, ArrayJob& job, const 
     const auto& spec = job.spec;
     auto& record = job.record;
     write_script(record.script, render_job_script(c.tmpl.text, c.tmpl.path, spec));
-    const std::string what = std::to_string(spec.inputs.size()) + " iteration(s), " + std::to_string(spec.resources.ranks()) +
-                             " rank(s) each on " + std::to_string(spec.resources.nodes) + " node(s)";
+    const std::string what = std::to_string(record.tasks.size()) + " iteration(s) in " + std::to_string(spec.inputs.size()) +
+                             " task(s), " + std::to_string(spec.resources.ranks()) + " rank(s) each on " +
+                             std::to_string(spec.resources.nodes) + " node(s)";
     if (c.dry_run) {
         spdlog::info("{}: dry run, {}: {}", p.name, what, dry_run_command(c, job));
     } else {
@@ -125,7 +129,7 @@ void submit_array(const LaunchConfig& c, const LogPlan& p, ArrayJob& job, const 
         }
     }
     ++tally.logs;
-    tally.tasks += spec.inputs.size();
+    tally.tasks += record.tasks.size();
 }
 
 }  // namespace
@@ -136,13 +140,20 @@ SubmissionTally submit_arrays(const LaunchConfig& c, const std::vector<LogPlan>&
     const auto max_array = static_cast<std::size_t>(c.max_array);
     for (const auto& p : work) {
         if (p.todo.empty()) continue;
-        const std::size_t chunks = (p.todo.size() + max_array - 1) / max_array;
+        std::vector<BatchItem> items;
+        std::error_code ec;
+        for (std::size_t i = 0; i < p.todo.size(); ++i)
+            items.push_back({fs::weakly_canonical(p.todo[i].folder, ec).string(), p.todo[i].key(), p.todo_outputs[i]});
+        const auto per_task = c.iterations_per_task ? static_cast<std::size_t>(c.iterations_per_task)
+                                                    : auto_iterations_per_task(p.run.model_bytes);
+        const auto batches = batch_items(items, per_task);
+        const std::size_t chunks = (batches.size() + max_array - 1) / max_array;
         for (std::size_t chunk = 0; chunk < chunks; ++chunk) {
             const auto script_path = (fs::path(c.convert_logs_dir) /
                                       ("convert_" + p.name + (chunks > 1 ? ".part" + std::to_string(chunk + 1) : "") + ".sbatch")).string();
             const auto begin = chunk * max_array;
-            const auto end = std::min(p.todo.size(), begin + max_array);
-            auto job = make_array_job(c, p, assets, begin, end, script_path);  // an unbindable path stops the launch
+            const auto end = std::min(batches.size(), begin + max_array);
+            auto job = make_array_job(c, p, assets, batches, begin, end, items, script_path);  // an unbindable path stops the launch
             try {
                 submit_array(c, p, job, state_path, tally);
             } catch (const Error& e) {

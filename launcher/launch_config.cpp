@@ -141,6 +141,10 @@ LaunchConfig read_launch_config(const Settings& s) {
     if (max_parallel < 0) throw Error("--max-parallel-jobs", "must not be negative");
     c.max_array = s.integer("max-array-size").value_or(1000);
     if (c.max_array < 1) throw Error("--max-array-size", "must be at least 1");
+    if (const auto per_task = s.get("iterations-per-task", "auto"); per_task != "auto") {
+        c.iterations_per_task = s.integer("iterations-per-task").value_or(0);
+        if (c.iterations_per_task < 1) throw Error("--iterations-per-task", "expected auto or a number of at least 1");
+    }
     c.selection = parse_iteration_selection(s.get("iterations", "all"));
     // slurmd expands %-patterns over the whole job-log path and drops backslashes from it (a backslash turns
     // expansion off), so neither may appear in the folder the job logs go to.

@@ -27,6 +27,7 @@ struct LaunchConfig {
     bool in_container = false;
     ResourceRequest request;
     int max_array = 1000;
+    int iterations_per_task = 0;  // 0: auto (task_batches.hpp)
     IterationSelection selection;
     JobSpec base;  // the values every job shares; per-log and per-task ones are filled in later
     std::vector<std::string> sbatch_args;

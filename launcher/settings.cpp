@@ -50,6 +50,7 @@ const std::vector<OptionDef> kOptions = {
     {"qos", "#SBATCH --qos", Kind::Value, true},
     {"job-name", "#SBATCH --job-name (default convert_full)", Kind::Value, true},
     {"max-parallel-jobs", "array throttle: at most this many tasks of one array at once (default: no limit)", Kind::Value, true},
+    {"iterations-per-task", "iterations one array task converts in one engine run: auto (default: ~16 GB of checkpoints per task, at most 40) or N", Kind::Value, true},
     {"max-array-size", "largest array per submission; more iterations are split (default 1000)", Kind::Value, true},
     {"mpi", "srun --mpi value (default pmix; 'default' leaves it to the cluster)", Kind::Value, true},
     {"mpi-launcher", "srun (default) or mpirun, inside the allocation", Kind::Value, true},

@@ -269,7 +269,8 @@ def case_e2e(a, work):
     cmd = [a.launcher] + nine_args("m2h-test", "debug", convert_logs, image, "/opt/Megatron-LM-Open-Sci",
                                    "/opt/Megatron-LM", hf, logs, save)
     # 360 KB per rank: the 366 KB and 460 KB models are sized to 4 ranks (ceil(3 x size / budget)).
-    cmd += ["--memory-budget", "360KB", "--max-parallel-jobs", "2", "--time", "00:10:00"]
+    # One task per iteration here (--iterations-per-task 1): the array, its throttle and per-task job logs.
+    cmd += ["--memory-budget", "360KB", "--max-parallel-jobs", "2", "--time", "00:10:00", "--iterations-per-task", "1"]
     p = run(cmd, env=env)
     check("not used" in p.stderr and p.stderr.count("--opensci_megatron_path") == 1,
           "the unused Megatron paths were not reported exactly once")
