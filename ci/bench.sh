@@ -8,6 +8,8 @@
 #   ci/bench.sh --help                           # every option (bench/bench.py)
 #   ci/bench.sh --cross-host [ARGS]              # the 2 GB model across the 3 hosts of ci/cluster-up.sh with shaped
 #                                                # links, against the cost model (bench/cross_host.py, docs/scaling.md)
+#   ci/bench.sh --whole-run [ARGS]               # 40 iterations of a 0.5 GB model in one engine run and through the
+#                                                # launcher, against the floor (bench/whole_run.py; ~22 GB free disk)
 #
 # Results: the table on stdout, build/bench/results.md (machine description + table + targets) and
 # build/bench/results.json. docs/performance.md holds the reference run.
@@ -18,7 +20,11 @@ build=${BENCH_BUILD_DIR:-build-bench}
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j "$(nproc)" --target megatron2hf >/dev/null
+cmake --build "$build" -j "$(nproc)" --target megatron2hf megatron2hf-launch >/dev/null
+if [ "${1:-}" = --whole-run ]; then
+  shift
+  exec /usr/bin/python3 bench/whole_run.py --engine "$build/bin/megatron2hf" --launcher "$build/bin/megatron2hf-launch" "$@"
+fi
 if [ "${1:-}" = --cross-host ]; then
   shift
   export M2H_CLUSTER_DIR=${M2H_CLUSTER_DIR:-/tmp/m2h-cluster-bench}

@@ -17,8 +17,8 @@ namespace {
 ConvertOptions options_for(const ConvertOptions& run, std::int64_t iteration) {
     ConvertOptions o = run;
     o.iteration = std::to_string(iteration);
-    if (run.format == "hdf5")
-        o.group = run.group.empty() ? "" : formats::with_iteration(run.group, iteration);
+    if (run.format == "hdf5")  // named by the iteration asked for, as the folders are
+        o.group = run.group.empty() ? formats::iteration_dir_name(iteration) : formats::with_iteration(run.group, iteration);
     else
         o.output = formats::output_for_iteration(run.output, iteration);
     return o;
