@@ -84,14 +84,17 @@ def main():
     ap.add_argument("--work", default=os.path.join(ROOT, "build", "bench"))
     ap.add_argument("--size", type=float, default=0.5, help="GB of the generated checkpoint (legacy format)")
     ap.add_argument("--iterations", type=int, default=40)
-    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--ranks", type=int, default=2, help="engine ranks per node")
+    ap.add_argument("--nodes", type=int, default=1, help="with --launch srun (sbatch/bench.sbatch --whole-run)")
+    ap.add_argument("--launch", choices=["mpirun", "srun"], default="mpirun")
+    ap.add_argument("--srun-args", default="--mpi=pmix")
     ap.add_argument("--memory-budget", default="1GiB")
     ap.add_argument("--runs", type=int, default=3, help="runs of the floor of one iteration")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each whole-run row; the last one counts")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     a.engine, a.launcher = os.path.abspath(a.engine), os.path.abspath(a.launcher)
-    runner = Runner(argparse.Namespace(work=a.work, launcher="mpirun", mpirun_args="", srun_args=""))
+    runner = Runner(argparse.Namespace(work=a.work, launcher=a.launch, mpirun_args="", srun_args=a.srun_args))
     k, r = a.iterations, a.ranks
 
     ck = os.path.join(a.work, f"ckpt-{a.size:g}GB-torch")
@@ -125,7 +128,7 @@ def main():
 
     def engine_run(name, *extra):
         rec = measured([a.engine, "--input", run_root, "--iteration", "all", "--memory-budget", a.memory_budget, *extra],
-                       parallel=(1, r))
+                       parallel=(a.nodes, r))
         rows[name] = rec
         log(f"{name}: {rec['wall_s']:.2f} s, peak RSS {rec['maxrss_kib'] / 1024:.0f} MiB")
         return rec
