@@ -17,14 +17,15 @@ from e2e_case import case_setup  # noqa: E402
 from kill_case import alive, ranks_of  # noqa: E402
 
 
-def engine_cmd(a, ckpt, out):
-    # A small budget makes many rounds, so the signal lands mid-conversion.
+def engine_cmd(a, ckpt, out, paced=False):
+    # A small budget makes many rounds; paced reads (several seconds for this model) make sure the signal lands
+    # mid-conversion however fast the machine is.
     return ["mpirun", "-np", str(a.ranks), "--oversubscribe", a.engine, "--input", ckpt, "--output", out,
-            "--memory-budget", "12KiB"]
+            "--memory-budget", "12KiB"] + (["--max-read-rate", "256KB"] if paced else [])
 
 
 def stop_with(a, ckpt, out, staging, sig, every_rank):
-    p = subprocess.Popen(engine_cmd(a, ckpt, out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(engine_cmd(a, ckpt, out, paced=True), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 20
     while time.time() < deadline and not os.path.isdir(staging) and p.poll() is None:
         time.sleep(0.005)
