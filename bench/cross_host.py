@@ -121,12 +121,7 @@ def main():
     cluster = hosts(a.cluster_dir)
     N, r = len(cluster), a.ranks_per_node
 
-    ck = os.path.join(a.work, f"ckpt-{a.size:g}GB-torch")
-    if not os.path.exists(os.path.join(ck, "bench.json")):
-        gen_checkpoint.generate(ck, a.size, ("torch",), log=log, sparse=True)
-        os.sync()
-    with open(os.path.join(ck, "bench.json")) as f:
-        meta = json.load(f)
+    ck, meta = gen_checkpoint.generated(a.work, a.size, "torch", log=log)
     M = meta["model_bytes"]
     files = [os.path.join(ck, "checkpoint", rel) for rel in sorted(meta["formats"]["torch"]["files"])]
     source = os.path.join(ck, "checkpoint")

@@ -364,3 +364,13 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def generated(work, size_gb, fmt, log=print):
+    """WORK/ckpt-<size>GB-<fmt>, generated once and kept (as bench.py --keep keeps them): (folder, its bench.json)."""
+    ck = os.path.join(work, f"ckpt-{size_gb:g}GB-{fmt}")
+    if not os.path.exists(os.path.join(ck, "bench.json")):
+        generate(ck, size_gb, (fmt,), log=log, sparse=True)
+        os.sync()
+    with open(os.path.join(ck, "bench.json")) as f:
+        return ck, json.load(f)

@@ -97,12 +97,7 @@ def main():
     runner = Runner(argparse.Namespace(work=a.work, launcher=a.launch, mpirun_args="", srun_args=a.srun_args))
     k, r = a.iterations, a.ranks
 
-    ck = os.path.join(a.work, f"ckpt-{a.size:g}GB-torch")
-    if not os.path.exists(os.path.join(ck, "bench.json")):
-        gen_checkpoint.generate(ck, a.size, ("torch",), log=log, sparse=True)
-        os.sync()
-    with open(os.path.join(ck, "bench.json")) as f:
-        meta = json.load(f)
+    ck, meta = gen_checkpoint.generated(a.work, a.size, "torch", log=log)
     m = meta["model_bytes"]
     need = k * m * 1.1
     if free_bytes(a.work) < need:
