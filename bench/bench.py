@@ -136,8 +136,9 @@ class Runner:
             self.env.setdefault("OMPI_MCA_pml", "ob1")
             self.env.setdefault("OMPI_MCA_btl", "self,vader")
 
-    def run(self, argv, stats_dir, parallel=None, shell=False, stdout=None):
-        """Run argv under procstat (each rank when `parallel` = (nodes, ranks per node)); returns a record."""
+    def run(self, argv, stats_dir, parallel=None, shell=False, stdout=None, keep_log=False):
+        """Run argv under procstat (each rank when `parallel` = (nodes, ranks per node)); returns a record (with
+        the whole of stderr as "log" when `keep_log`)."""
         shutil.rmtree(stats_dir, ignore_errors=True)
         os.makedirs(stats_dir)
         wrapped = [self.procstat, os.path.join(stats_dir, "rank.%r.json"), "--"]
@@ -166,6 +167,8 @@ class Runner:
                "write_bytes": sum(r["write_bytes"] for r in ranks),
                "cpu_s": sum(r["user_s"] + r["sys_s"] for r in ranks), "stderr": (p.stderr or "")[-4000:],
                "stdout": (p.stdout or "")[-4000:] if stdout is None else ""}
+        if keep_log:
+            rec["log"] = p.stderr or ""
         if p.returncode != 0:
             raise RuntimeError(f"command failed ({p.returncode}): {' '.join(map(str, wrapped))}\n{rec['stderr']}")
         return rec

@@ -12,6 +12,7 @@ against one task per iteration; K iterations into one HDF5 file with zstd; and e
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -67,7 +68,17 @@ def floor(folders, scratch, runs):
 
 def timed(runner, argv, stats, parallel=None):
     wait_writeback()
-    return runner.run(argv, stats, parallel=parallel)
+    return runner.run(argv, stats, parallel=parallel, keep_log=True)
+
+
+PREPARED = re.compile(r"\] done: .*, ([0-9.]+) ms before the first byte moved( \(plan reused\))?")
+
+
+def prepared(log_text):
+    """Each iteration's milliseconds before its first byte moved (indexing not done ahead, planning), and how
+    many iterations ran on a reused plan."""
+    found = PREPARED.findall(log_text)
+    return [float(ms) for ms, _ in found], sum(1 for _, reused in found if reused)
 
 
 def launcher_log(path, run_root, k):
@@ -125,6 +136,7 @@ def main():
         rec = measured([a.engine, "--input", run_root, "--iteration", "all", "--memory-budget", a.memory_budget, *extra],
                        parallel=(a.nodes, r))
         rows[name] = rec
+        rec["prepared_ms"], rec["plans_reused"] = prepared(rec.pop("log"))
         log(f"{name}: {rec['wall_s']:.2f} s, peak RSS {rec['maxrss_kib'] / 1024:.0f} MiB")
         return rec
 
@@ -160,6 +172,11 @@ def main():
         rss = f"{rec['maxrss_kib'] / 1024:.0f} MiB ({limit_mib} MiB)" if name.startswith("engine") else "–"
         print(f"| {name} | {rec['wall_s']:.2f} | {rec['wall_s'] / k:.3f} | {rec['wall_s'] / floor_k:.2f}x | "
               f"{rec['wall_s'] / fl_all['cp']:.2f}x | {rss} |")
+    for name, rec in rows.items():
+        ms = rec.get("prepared_ms")
+        if ms:
+            print(f"\n{name}: before the first byte moved, the first iteration {ms[0]:.1f} ms, each later one "
+                  f"{statistics.median(ms[1:] or ms):.1f} ms (median; {rec['plans_reused']} of {len(ms)} on a reused plan)")
     batched, single = rows[f"launcher, {k} per task"]["wall_s"], rows["launcher, 1 per task"]["wall_s"]
     print(f"\nlauncher (local executor): {k} iterations in one task against one task per iteration: "
           f"{batched / single:.2f}x ({batched:.1f} s against {single:.1f} s)")
@@ -167,7 +184,7 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(iterations=k, model_bytes=m, ranks=r, floor=fl, floor_all=fl_all, stored=stored,
-                           rows={n: {x: v for x, v in rec.items() if x != "ranks"} for n, rec in rows.items()}), f, indent=1)
+                           rows={n: {x: v for x, v in rec.items() if x not in ("ranks", "log")} for n, rec in rows.items()}), f, indent=1)
     return 0
 
 

@@ -29,6 +29,7 @@ struct Moe {
     int ep = 1;   // expert_model_parallel_size
     int etp = 1;  // expert_tensor_parallel_size: how many ranks share one expert's fc1/fc2
     std::uint64_t local_experts() const { return num_experts / static_cast<std::uint64_t>(ep); }
+    bool operator==(const Moe&) const = default;
 };
 
 struct ModelSpec {
@@ -57,6 +58,7 @@ struct ModelSpec {
     bool is_moe() const { return moe.num_experts > 0; }
     std::uint64_t heads_per_group() const { return num_heads / num_query_groups; }
     std::uint64_t qkv_rows() const { return (num_heads + 2 * num_query_groups) * head_dim; }
+    bool operator==(const ModelSpec&) const = default;  // two iterations with equal specs map their tensors alike
 };
 
 struct ModelOptions {

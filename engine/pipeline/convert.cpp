@@ -15,21 +15,15 @@
 #include "common/error.hpp"
 #include "common/fault_injection.hpp"
 #include "exchange/transfer_executor.hpp"
-#include "formats/checkpoint_discovery.hpp"
-#include "formats/legacy_checkpoint.hpp"
-#include "formats/torch_dist_checkpoint.hpp"
 #include "io/disk_space.hpp"
 #include "io/file.hpp"
 #include "io/hdf5_writer.hpp"
 #include "io/process_io.hpp"
 #include "io/staging_dir.hpp"
 #include "model/hf_config.hpp"
-#include "model/model_spec.hpp"
-#include "model/tensor_mapping.hpp"
 #include "pipeline/checksum_sink.hpp"
 #include "pipeline/from_root.hpp"
 #include "pipeline/manifest.hpp"
-#include "plan/conversion_plan.hpp"
 #include "plan/hdf5_layout.hpp"
 
 namespace m2h::pipeline {
@@ -41,86 +35,6 @@ using exchange::Comm;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// HDF5 chunks hold at most this many bytes (and never more than a transfer window).
-constexpr std::uint64_t kHdf5ChunkBytes = 1ull << 20;
-
-
-std::vector<std::byte> to_bytes(const json& j) {
-    const auto cbor = json::to_cbor(j);
-    return {reinterpret_cast<const std::byte*>(cbor.data()), reinterpret_cast<const std::byte*>(cbor.data()) + cbor.size()};
-}
-
-json from_bytes(const std::vector<std::byte>& b) {
-    return json::from_cbor(reinterpret_cast<const std::uint8_t*>(b.data()),
-                           reinterpret_cast<const std::uint8_t*>(b.data()) + b.size());
-}
-
-// Each rank indexes every size-th rank file; the parts are gathered and merged identically everywhere.
-tensors::SourceIndex index_legacy(const Comm& comm, const std::string& iteration_dir) {
-    const json listing = from_root(comm, [&] {
-        json files = json::array();
-        for (const auto& f : formats::list_legacy_rank_files(iteration_dir))
-            files.push_back({{"path", f.path}, {"tp", f.tp}, {"pp", f.pp}, {"ep", f.ep}, {"numbers", f.numbers}});
-        return files;
-    });
-    std::vector<formats::LegacyRankFile> files;
-    for (const auto& f : listing) files.push_back({f["path"], f["tp"], f["pp"], f["ep"], f["numbers"]});
-
-    json mine = json::array();
-    collective(comm, [&] {
-        for (std::size_t i = static_cast<std::size_t>(comm.rank()); i < files.size(); i += static_cast<std::size_t>(comm.size()))
-            mine.push_back({{"i", i}, {"index", tensors::to_json(formats::index_legacy_rank_file(files[i], static_cast<std::uint32_t>(i)))}});
-    });
-    std::vector<tensors::SourceIndex> parts(files.size());
-    for (const auto& bytes : comm.all_gather(to_bytes(mine)))
-        for (const auto& part : from_bytes(bytes)) parts[part["i"].get<std::size_t>()] = tensors::source_index_from_json(part["index"]);
-    tensors::SourceIndex index;
-    collective(comm, [&] { index = formats::merge_legacy_indexes(files, std::move(parts)); });
-    return index;
-}
-
-// Every rank parses .metadata (one file); the model chunks' embedded archives are indexed rank-strided and gathered.
-tensors::SourceIndex index_torch_dist(const Comm& comm, const std::string& dir) {
-    formats::DcpMetadata metadata;
-    collective(comm, [&] { metadata = formats::read_dcp_metadata(dir); });
-    const auto chunks = formats::model_chunks(metadata);
-    tensors::SourceIndex index;
-    index.format = "torch_dist";
-    // Plain items are read in place from their data file; a zstd item is a source of its own.
-    std::map<std::pair<std::string, std::uint64_t>, std::uint32_t> file_index;
-    auto file_key = [](const formats::DcpStorage& st) {
-        return std::pair{st.relative_path, st.transforms.empty() ? ~std::uint64_t{0} : st.offset};
-    };
-    for (const auto& [t, c] : chunks) {
-        auto [it, added] = file_index.emplace(file_key(c->storage), static_cast<std::uint32_t>(index.files.size()));
-        if (!added) continue;
-        const bool zstd = !c->storage.transforms.empty();
-        index.files.push_back({(fs::path(dir) / c->storage.relative_path).string(), zstd, zstd ? c->storage.offset : 0,
-                               zstd ? c->storage.length : 0});
-    }
-    for (const auto& b : metadata.bytes)
-        if (b.fqn.find("_extra_state") != std::string::npos) index.skipped.push_back(b.fqn);
-
-    json mine = json::array();
-    collective(comm, [&] {
-        for (std::size_t i = static_cast<std::size_t>(comm.rank()); i < chunks.size(); i += static_cast<std::size_t>(comm.size())) {
-            auto s = formats::index_dcp_chunk(dir, *chunks[i].first, *chunks[i].second);
-            s.file = file_index.at(file_key(chunks[i].second->storage));
-            mine.push_back({{"i", i}, {"t", tensors::to_json(s)}});
-        }
-    });
-    index.tensors.resize(chunks.size());
-    for (const auto& bytes : comm.all_gather(to_bytes(mine)))
-        for (const auto& part : from_bytes(bytes)) index.tensors[part["i"].get<std::size_t>()] = tensors::source_tensor_from_json(part["t"]);
-    const json common = from_root(comm, [&] {
-        const auto c = formats::read_common_state(dir, metadata);
-        return json{{"args", c.args}, {"iteration", c.iteration}};
-    });
-    index.args = common["args"];
-    index.iteration = common["iteration"];
-    return index;
-}
 
 // The weight files at their final sizes, their blocks reserved where the filesystem can, after a check that they
 // fit at all: a full disk or quota fails here, before any tensor moves.
@@ -229,8 +143,8 @@ void write_manifest_and_verify(const Comm& comm, const ConvertOptions& options, 
     json local = json::array();
     for (const auto& s : mine) local.push_back({s.tensor, s.offset, s.length, s.crc});
     std::vector<Segment> all;
-    for (const auto& bytes : comm.all_gather(to_bytes(local)))
-        for (const auto& s : from_bytes(bytes))
+    for (const auto& from : all_gather_json(comm, local))
+        for (const auto& s : from)
             all.push_back({s[0].get<std::uint32_t>(), s[1].get<std::uint64_t>(), s[2].get<std::uint64_t>(), s[3].get<std::uint32_t>()});
     collective(comm, [&] {
         if (comm.rank() != 0) return;
@@ -279,20 +193,27 @@ std::size_t host_count(const Comm& comm) {
 
 ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     const auto start = Clock::now();
+    auto share = index_share(options.input, options.iteration, comm.rank(), comm.size());
+    const double indexing = std::chrono::duration<double>(Clock::now() - start).count();
+    std::optional<PlannedConversion> none;
+    auto summary = convert(comm, options, std::move(share), none);
+    summary.seconds += indexing;
+    summary.prepare_seconds += indexing;
+    return summary;
+}
+
+ConvertSummary convert(const Comm& comm, const ConvertOptions& options, IndexShare share,
+                       std::optional<PlannedConversion>& previous) {
+    const auto start = Clock::now();
+    auto checkpoint = gather_index(comm, std::move(share));
     const bool root = comm.rank() == 0;
     const bool hdf5 = options.format == "hdf5";
     if (hdf5) collective(comm, [] { io::init_hdf5(); });
     const std::uint64_t read_before = io::process_bytes_read();
-
-    // discover
-    const json where = from_root(comm, [&] {
-        const auto loc = formats::discover_checkpoint(options.input, options.iteration);
-        return json{{"dir", loc.iteration_dir}, {"format", loc.format}};
-    });
-    const std::string iteration_dir = where["dir"];
+    const std::string& iteration_dir = checkpoint.iteration_dir;
     const auto hosts = host_count(comm);
     if (root)
-        spdlog::info("checkpoint {} ({} format), {} rank(s) on {} host(s)", iteration_dir, where["format"].get<std::string>(),
+        spdlog::info("checkpoint {} ({} format), {} rank(s) on {} host(s)", iteration_dir, checkpoint.format,
                      comm.size(), hosts);
 
     // staging folder (rank 0 owns it; every rank writes into it)
@@ -304,44 +225,20 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     });
     const std::string staging_dir = staged;
 
-    // index
-    collective(comm, [&] { fault_point(comm.rank(), "index"); });
-    const tensors::SourceIndex index =
-        where["format"] == "torch_dist" ? index_torch_dist(comm, iteration_dir) : index_legacy(comm, iteration_dir);
-
     // plan (pure, the same on every rank)
-    model::ModelSpec spec;
-    model::Mapping mapping;
-    plan::ConversionPlan conversion;
+    const std::int64_t planned_for = previous ? previous->index.iteration : 0;
+    const auto& planned = plan_conversion(comm, options, std::move(checkpoint.index), previous);
+    const auto& [index, spec, mapping, conversion, chunk_rows, reused] = planned;
     std::vector<std::string> outputs;
-    std::vector<std::uint64_t> chunk_rows;  // hdf5
-    collective(comm, [&] {
-        fault_point(comm.rank(), "plan");
-        spec = model::model_spec_from_args(index.args, {options.arch, options.num_key_value_heads}, index.files.front().name());
-        mapping = model::map_tensors(spec, index, {options.dtype, options.vocab_size});
-        plan::PlanLimits limits;
-        limits.ranks = comm.size();
-        // A round holds a send buffer, a receive buffer and the windows being assembled, while the previous
-        // round's windows are being written.
-        limits.round_bytes = std::clamp<std::uint64_t>(options.memory_budget / 4, 1, (1ull << 31) - 1);
-        limits.window_bytes = std::min<std::uint64_t>(limits.round_bytes, 64ull << 20);
-        limits.readers = options.readers;
-        if (hdf5) {
-            // One layout file holds every dataset's bytes; windows are cut at chunk boundaries.
-            chunk_rows = plan::hdf5_chunk_rows(mapping.outputs, std::min(kHdf5ChunkBytes, limits.window_bytes));
-            conversion = plan::make_conversion_plan(index, mapping, ~std::uint64_t{0}, limits, chunk_rows);
-        } else {
-            conversion = plan::make_conversion_plan(index, mapping, options.max_shard_size, limits);
-        }
-    });
     for (const auto& f : conversion.layout.files) outputs.push_back((fs::path(staging_dir) / f.name).string());
     if (root) {
         spdlog::info("model: {} ({} layers, hidden {}, {} heads / {} KV heads), TP {} PP {} VPP {}",
                      model::arch_name(spec.arch), spec.num_layers, spec.hidden_size, spec.num_heads,
                      spec.num_query_groups, spec.tp, spec.pp, spec.vpp);
-        spdlog::info("plan: {} tensors, {} in {} file(s), {} round(s); skipping {} extra-state entries",
+        spdlog::info("plan: {} tensors, {} in {} file(s), {} round(s); skipping {} extra-state entries{}",
                      mapping.outputs.size(), format_bytes(conversion.layout.total_size), conversion.layout.files.size(),
-                     conversion.transfers.rounds.size(), index.skipped.size());
+                     conversion.transfers.rounds.size(), index.skipped.size(),
+                     reused ? fmt::format(" (plan reused: the layout of iteration {})", planned_for) : "");
         for (const auto& s : mapping.ignored) spdlog::debug("not converted: {}", s);
         if (options.max_read_rate)
             spdlog::info("reads paced to at most {}/s per rank (--max-read-rate)", format_bytes(options.max_read_rate));
@@ -367,7 +264,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
                 {"config", model::hf_config(spec, index.args, mapping.vocab_size, written).dump(2) + "\n"},
                 {"source_path", iteration_dir},
                 {"source_iteration", std::int64_t{index.iteration}},
-                {"source_format", where["format"].get<std::string>()},
+                {"source_format", checkpoint.format},
                 {"engine_version", std::string("megatron2hf ") + M2H_VERSION},
                 {"compression", options.zstd_level ? "zstd:" + std::to_string(*options.zstd_level) : std::string("none")},
             };
@@ -388,6 +285,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
 
     // move
     const auto move_start = Clock::now();
+    const double prepare_seconds = std::chrono::duration<double>(move_start - start).count();
     auto last_log = move_start;
     const auto describe = [&](std::uint32_t tag) {
         const auto& c = mapping.copies.at(tag);
@@ -419,7 +317,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
         copy_assets(options.assets, staging_dir);
     });
     if (!hdf5) write_manifest_and_verify(comm, options, checksums->segments(), conversion.layout, mapping.outputs,
-                                         {iteration_dir, index.iteration, where["format"].get<std::string>(), options_json(options)},
+                                         {iteration_dir, index.iteration, checkpoint.format, options_json(options)},
                                          staging_dir);
     ConvertSummary summary;
     summary.bytes_read = comm.sum(stats.bytes_read);
@@ -440,6 +338,8 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options) {
     summary.tensors = mapping.outputs.size();
     summary.model_bytes = conversion.model_bytes;
     summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    summary.prepare_seconds = prepare_seconds;
+    summary.plan_reused = reused;
     return summary;
 }
 

@@ -5,32 +5,12 @@
 #include <optional>
 #include <string>
 
-#include "common/dtype.hpp"
 #include "exchange/mpi_comm.hpp"
-#include "plan/transfer_plan.hpp"
+#include "pipeline/conversion_planning.hpp"
+#include "pipeline/convert_options.hpp"
+#include "pipeline/source_indexing.hpp"
 
 namespace m2h::pipeline {
-
-struct ConvertOptions {
-    std::string input;
-    std::string output;
-    std::string iteration = "latest";
-    std::string arch = "auto";
-    std::optional<DType> dtype;                      // nullopt: source
-    std::uint64_t max_shard_size = 5'000'000'000ull;
-    std::uint64_t memory_budget = 1ull << 30;        // per rank, for round buffers
-    std::uint64_t max_read_rate = 0;                 // per rank, source bytes per second; 0: no limit
-    plan::Readers readers = plan::Readers::writers;  // who reads each source byte (plan/transfer_plan.hpp)
-    std::string assets;
-    std::optional<std::uint64_t> num_key_value_heads;
-    std::optional<std::uint64_t> vocab_size;
-    bool overwrite = false;
-    bool verify = false;  // re-read every written file and check it against the manifest before committing
-    bool fsync = true;    // fsync the output files and folder before the rename, and the parent folder after it
-    std::string format = "safetensors";              // or "hdf5" (docs/hdf5.md): `output` is then an .h5 file
-    std::string group;                               // hdf5: the group to write; empty: iter_NNNNNNN
-    std::optional<int> zstd_level;                   // hdf5: compress datasets with zstd at this level
-};
 
 struct ConvertSummary {
     std::uint64_t tensors = 0;
@@ -41,8 +21,17 @@ struct ConvertSummary {
     std::string hdf5_group;           // hdf5: the group written
     std::uint64_t hdf5_stored_bytes = 0;  // hdf5: bytes the datasets occupy in the file (compressed)
     double seconds = 0;
+    double prepare_seconds = 0;       // before the first byte moved: indexing (what was not done ahead), planning
+    bool plan_reused = false;
 };
 
+// One iteration, start to end.
 ConvertSummary convert(const exchange::Comm& comm, const ConvertOptions& options);
+
+// One iteration of a run, from the ranks' index shares (made ahead, while the previous iteration was written).
+// `previous` holds the run's last plan (or nothing): it is reused when this iteration has its layout, and is
+// replaced by this iteration's plan.
+ConvertSummary convert(const exchange::Comm& comm, const ConvertOptions& options, IndexShare share,
+                       std::optional<PlannedConversion>& previous);
 
 }  // namespace m2h::pipeline

@@ -1,6 +1,8 @@
 #include "pipeline/convert_run.hpp"
 
 #include <cstdio>
+#include <future>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -38,10 +40,11 @@ void log_done(const ConvertSummary& s, const std::string& output) {
                      s.bytes_written, s.hdf5_stored_bytes,
                      s.hdf5_stored_bytes ? static_cast<double>(s.bytes_written) / static_cast<double>(s.hdf5_stored_bytes) : 0.0);
     spdlog::info("done: {} tensors, {} bytes written, {} bytes read from disk for {} model bytes ({:.3f}x), {:.2f} s, "
-                 "{:.2f} GB/s -> {}",
+                 "{:.2f} GB/s, {:.1f} ms before the first byte moved{} -> {}",
                  s.tensors, s.bytes_written, s.process_bytes_read, s.model_bytes,
                  s.model_bytes ? static_cast<double>(s.process_bytes_read) / static_cast<double>(s.model_bytes) : 0.0,
-                 s.seconds, s.seconds > 0 ? static_cast<double>(s.bytes_written) / s.seconds / 1e9 : 0.0, output);
+                 s.seconds, s.seconds > 0 ? static_cast<double>(s.bytes_written) / s.seconds / 1e9 : 0.0,
+                 s.prepare_seconds * 1e3, s.plan_reused ? " (plan reused)" : "", output);
 }
 
 RunSummary convert_iterations(const exchange::Comm& comm, const ConvertOptions& options,
@@ -57,11 +60,21 @@ RunSummary convert_iterations(const exchange::Comm& comm, const ConvertOptions& 
     const auto iterations = listed.get<std::vector<std::int64_t>>();
     const bool root = comm.rank() == 0;
     if (root) spdlog::info("{} iteration(s) to convert: {}", iterations.size(), join(iterations));
+    // Each iteration's index shares are made on a thread of their own while the previous iteration moves.
+    const auto share_of = [&](std::int64_t iteration) {
+        return std::async(std::launch::async, index_share, options.input, std::to_string(iteration), comm.rank(),
+                          comm.size());
+    };
+    std::optional<PlannedConversion> plan;
     RunSummary run;
-    for (const auto iteration : iterations) {
+    auto next = share_of(iterations.front());
+    for (std::size_t i = 0; i < iterations.size(); ++i) {
+        const auto iteration = iterations[i];
         const auto o = options_for(options, iteration);
+        auto share = next.get();
+        if (i + 1 < iterations.size()) next = share_of(iterations[i + 1]);
         try {
-            const auto s = convert(comm, o);
+            const auto s = convert(comm, o, std::move(share), plan);
             run.converted.push_back(iteration);
             if (root) log_done(s, o.format == "hdf5" ? o.output + ":" + s.hdf5_group : o.output);
         } catch (const exchange::PeersLost&) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Several iterations in one engine run (--iteration N,M / A-B / all): a run of four saves, the last one with a
-different layout (TP 1 where the others are TP 2, as after a resharded restart), converted into one folder per
-iteration and into one HDF5 file; a damaged iteration in the middle of the run fails alone (one error line, no
+different layout (TP 1 where the others are TP 2, as after a resharded restart), and one whose tensors sit
+elsewhere in its files (its args pickle is longer), converted into one folder per iteration and into one HDF5
+file, the plan made once per layout; a damaged iteration in the middle of the run fails alone (one error line, no
 folder) while the others are converted; and the command-line errors of several iterations."""
 import os
 import shutil
@@ -54,18 +55,39 @@ def main():
         f.write("400")
     expected[400] = os.path.join(other, "expected", "iter_0000400")
 
+    # Iteration 250: iteration 200's weights re-saved by torch with a longer args pickle (as after a restart with
+    # a longer --save path), so every tensor starts elsewhere in its file while the layout stays the same.
+    resave = ("import sys, torch\n"
+              "for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+              "    state = torch.load(src, map_location='cpu')\n"
+              "    state['args'].save = '/scratch/' + 'long/' * 300 + 'checkpoints'\n"
+              "    state['iteration'] = 250\n"
+              "    torch.save(state, dst)\n")
+    pairs = []
+    for rank in ("mp_rank_00", "mp_rank_01"):
+        os.makedirs(os.path.join(root, "iter_0000250", rank))
+        pairs += [os.path.join(root, "iter_0000200", rank, "model_optim_rng.pt"),
+                  os.path.join(root, "iter_0000250", rank, "model_optim_rng.pt")]
+    subprocess.run([PY, "-c", resave, *pairs], check=True)
+    expected[250] = expected[200]
+
     out = os.path.join(work, "list")
-    engine(a, "--input", root, "--iteration", "300,100", "--output", out)
+    p, _ = engine(a, "--input", root, "--iteration", "300,100", "--output", out)
+    if p.stderr.count("(plan reused: the layout of iteration 300)") != 1:
+        problems.append("--iteration 300,100: the second iteration did not reuse the first one's plan")
     if folders(out) != ["iter_0000100", "iter_0000300"]:
         problems.append(f"--iteration 300,100 wrote {folders(out)}")
     for it in (100, 300):
         bit_exact(os.path.join(out, f"iter_{it:07d}"), expected[it])
 
     pattern = os.path.join(work, "range", "{iteration}", "hf")
-    engine(a, "--input", root, "--iteration", "200-400", "--output", pattern)
-    if folders(os.path.join(work, "range")) != ["0000200", "0000300", "0000400"]:
+    p, _ = engine(a, "--input", root, "--iteration", "200-400", "--output", pattern)
+    if folders(os.path.join(work, "range")) != ["0000200", "0000250", "0000300", "0000400"]:
         problems.append(f"--iteration 200-400 wrote {folders(os.path.join(work, 'range'))}")
-    for it in (200, 300, 400):
+    # 250 and 300 run on 200's plan (250's relocated); 400, saved with TP 1, gets a plan of its own.
+    if [p.stderr.count(f"(plan reused: the layout of iteration {it})") for it in (200, 250, 300)] != [1, 1, 0]:
+        problems.append("--iteration 200-400: expected the plan reused for 250 and 300 and made anew for 400")
+    for it in (200, 250, 300, 400):
         bit_exact(os.path.join(work, "range", f"{it:07d}", "hf"), expected[it])
 
     h5 = os.path.join(work, "run.h5")
@@ -81,13 +103,13 @@ def main():
     os.remove(os.path.join(damaged_root, "iter_0000200", "mp_rank_01", "model_optim_rng.pt"))
     out = os.path.join(work, "all")
     p, errors = engine(a, "--input", damaged_root, "--iteration", "all", "--output", out, expect=1)
-    if folders(out) != ["iter_0000100", "iter_0000300", "iter_0000400"]:
+    if folders(out) != ["iter_0000100", "iter_0000250", "iter_0000300", "iter_0000400"]:
         problems.append(f"with iteration 200 damaged, --iteration all left {folders(out)}")
     if len(errors) != 1 or "iter_0000200" not in errors[0]:
         problems.append(f"expected one error line naming iteration 200, got {errors}")
-    if "converted 3 of 4 iteration(s); failed: 200" not in p.stderr:
+    if "converted 4 of 5 iteration(s); failed: 200" not in p.stderr:
         problems.append("no summary naming the failed iteration")
-    for it in (100, 300, 400):
+    for it in (100, 250, 300, 400):
         bit_exact(os.path.join(out, f"iter_{it:07d}"), expected[it])
 
     # Command-line errors of several iterations.
