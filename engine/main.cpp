@@ -1,7 +1,9 @@
 // megatron2hf: convert a Megatron-LM checkpoint into a Hugging Face folder, in parallel over MPI ranks.
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 
 #include <cxxopts.hpp>
@@ -38,7 +40,10 @@ cxxopts::Options make_options() {
         ("memory-budget", "per-rank memory for exchange buffers, e.g. 1GiB, 256MiB", cxxopts::value<std::string>()->default_value("1GiB"))
         ("max-read-rate", "per-rank cap on source reads per second, e.g. 200MiB (default: no limit), to leave a shared filesystem's bandwidth to a training job", cxxopts::value<std::string>())
         ("readers", "who reads each source byte: writers (the rank that writes it, so tensor bytes never cross MPI) or files (one rank per source file; MPI_Alltoallv carries the bytes to their writers)", cxxopts::value<std::string>()->default_value("writers"))
-        ("assets", "folder whose files are copied into the output (modeling code, tokenizer files)", cxxopts::value<std::string>()->default_value(""))
+        ("assets", "folder whose files are copied into the output (modeling code, tokenizer files; they replace the tokenizer the checkpoint's args name)", cxxopts::value<std::string>()->default_value(""))
+        ("model-card", "template of the README.md model card (docs/model-card.md; default: the built-in one)", cxxopts::value<std::string>())
+        ("model-card-field", "NAME=VALUE for the model card, over what the checkpoint tells (e.g. base_model=org/name, license=apache-2.0); repeatable", cxxopts::value<std::vector<std::string>>())
+        ("no-model-card", "write no README.md")
         ("num-key-value-heads", "override the number of KV heads (query groups)", cxxopts::value<std::uint64_t>())
         ("vocab-size", "trim embedding and lm_head to this many rows (default: keep the padded vocabulary)", cxxopts::value<std::uint64_t>())
         ("overwrite", "replace an existing output folder (hdf5: an existing group)")
@@ -85,6 +90,28 @@ std::optional<int> parse_compress(const std::string& s) {
     throw Error("--compress", "expected zstd, zstd:LEVEL or none, got '" + s + "'");
 }
 
+// --model-card FILE (read now, so that a missing template stops the run before it converts anything),
+// --model-card-field NAME=VALUE, --no-model-card.
+void parse_model_card(const cxxopts::ParseResult& r, m2h::pipeline::ConvertOptions& o) {
+    o.model_card = r.count("no-model-card") == 0;
+    if (r.count("model-card")) {
+        if (!o.model_card) throw Error("--model-card", "and --no-model-card contradict each other");
+        const auto path = r["model-card"].as<std::string>();
+        std::ifstream in(path, std::ios::binary);
+        std::ostringstream text;
+        if (!(in && text << in.rdbuf()) || text.str().empty()) throw Error(path, "--model-card: cannot read the template (or it is empty)");
+        o.model_card_template = text.str();
+    }
+    if (!r.count("model-card-field")) return;
+    for (const auto& field : r["model-card-field"].as<std::vector<std::string>>()) {
+        const auto eq = field.find('=');
+        const auto name = field.substr(0, eq);
+        if (eq == std::string::npos || name.empty() || name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos)
+            throw Error("--model-card-field", "expected NAME=VALUE with a lower-case NAME, got '" + field + "'");
+        o.model_card_fields[name] = field.substr(eq + 1);
+    }
+}
+
 // Parses argv; nullopt when only help or the version was asked for.
 std::optional<m2h::pipeline::ConvertOptions> parse(int argc, char** argv, bool print) {
     auto spec = make_options();
@@ -129,11 +156,14 @@ std::optional<m2h::pipeline::ConvertOptions> parse(int argc, char** argv, bool p
     o.format = r["format"].as<std::string>();
     if (o.format != "safetensors" && o.format != "hdf5")
         throw Error("--format", "expected safetensors or hdf5, got '" + o.format + "'");
+    parse_model_card(r, o);
     if (o.format != "hdf5") {
         for (const char* only : {"group", "compress"})
             if (r.count(only)) throw Error(std::string("--") + only, "needs --format hdf5");
     } else {
         if (!o.assets.empty()) throw Error("--assets", "is for --format safetensors (an HDF5 output has no folder)");
+        for (const char* only : {"model-card", "model-card-field", "no-model-card"})
+            if (r.count(only)) throw Error(std::string("--") + only, "is for --format safetensors (an HDF5 output has no folder)");
         if (r.count("group")) {
             o.group = r["group"].as<std::string>();
             m2h::io::check_hdf5_group_name(o.group);

@@ -58,8 +58,10 @@ ArrayJob make_array_job(const LaunchConfig& c, const LogPlan& p, const std::stri
     spec.log = p.log;
     spec.checkpoint_root = p.run.checkpoint_root;
     spec.assets = assets;
+    for (auto& a : model_card_arguments(p.provenance)) spec.engine_args.push_back(std::move(a));
     std::vector<std::string> bind_paths{output_root(c.save_dir, p.name)};
     if (!assets.empty()) bind_paths.push_back(assets);
+    if (!c.model_card.empty()) bind_paths.push_back(fs::path(c.model_card).parent_path().string());
     for (std::size_t k = begin; k < end; ++k) {
         const auto& b = batches[k];
         spec.inputs.push_back(b.input);

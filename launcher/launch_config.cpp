@@ -106,6 +106,8 @@ JobSpec base_job_spec(const Settings& s, const LaunchConfig& c, const std::strin
     base.mpi_launcher = s.get("mpi-launcher", "srun");
     base.generator = std::string(kProgram) + " " + M2H_VERSION + " from " + c.tmpl.path;
     base.engine_args = {"--memory-budget", budget_text};
+    if (!c.model_card.empty()) base.engine_args.insert(base.engine_args.end(), {"--model-card", c.model_card});
+    if (s.flag("no-model-card")) base.engine_args.push_back("--no-model-card");
     for (const auto& a : s.list("engine-arg")) base.engine_args.push_back(a);
     sbatch_directives([&] {  // reject unsafe #SBATCH values before any file is written
         JobSpec probe = base;
@@ -156,6 +158,12 @@ LaunchConfig read_launch_config(const Settings& s) {
         c.then_script = absolute(s.get("then"));
         std::error_code ec;
         if (!fs::is_regular_file(c.then_script, ec)) throw Error("--then", "'" + c.then_script + "' is not a file");
+    }
+    if (s.has("model-card")) {
+        if (s.flag("no-model-card")) throw Error("--model-card", "and --no-model-card contradict each other");
+        c.model_card = absolute(s.get("model-card"));
+        std::error_code ec;
+        if (!fs::is_regular_file(c.model_card, ec)) throw Error("--model-card", "'" + c.model_card + "' is not a file");
     }
     c.base = base_job_spec(s, c, engine, budget_text, max_parallel);
     return c;

@@ -32,6 +32,7 @@ struct LaunchConfig {
     JobSpec base;  // the values every job shares; per-log and per-task ones are filled in later
     std::vector<std::string> sbatch_args;
     std::string then_script;  // --then, absolute; "" for none
+    std::string model_card;   // --model-card template, absolute; "" for the engine's own
 };
 
 // Throws m2h::Error naming the option for anything missing, unknown or unsafe.

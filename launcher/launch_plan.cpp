@@ -116,8 +116,10 @@ std::optional<LogPlan> read_log(const std::string& log_path) {
     p.log = absolute(log_path);
     p.name = log_name_of(p.log);
     try {
-        const auto log = parse_training_log(read_file(p.log, "the training log"));
+        const auto text = read_file(p.log, "the training log");
+        const auto log = parse_training_log(text);
         p.run = describe_run(log, p.log);
+        p.provenance = training_provenance(text, p.log);
         p.finished = log.finished;
     } catch (const Error& e) {
         spdlog::warn("skipping {}", e.what());

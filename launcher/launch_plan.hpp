@@ -9,6 +9,7 @@
 #include "iteration_discovery.hpp"
 #include "log_parser.hpp"
 #include "state_file.hpp"
+#include "training_provenance.hpp"
 
 namespace m2h::launch {
 
@@ -16,6 +17,7 @@ struct LogPlan {
     std::string log;  // absolute
     std::string name;
     RunInfo run;
+    TrainingProvenance provenance;  // for the model card
     bool finished = false;
     std::string canonical_root;
     std::vector<Iteration> todo;

@@ -55,6 +55,8 @@ const std::vector<OptionDef> kOptions = {
     {"mpi", "srun --mpi value (default pmix; 'default' leaves it to the cluster)", Kind::Value, true},
     {"mpi-launcher", "srun (default) or mpirun, inside the allocation", Kind::Value, true},
     {"engine", "megatron2hf binary (default: next to this program; 'megatron2hf' inside a container)", Kind::Value, true},
+    {"model-card", "template of each output's README.md model card (the engine's --model-card; default: its built-in one)", Kind::Value, true},
+    {"no-model-card", "write no README.md model card", Kind::Flag, true},
     {"engine-arg", "extra engine argument, repeatable (e.g. --engine-arg=--dtype=bf16)", Kind::List, true},
     {"sbatch-arg", "extra sbatch argument, repeatable (e.g. --sbatch-arg=--gres=gpu:0)", Kind::List, true},
     {"then", "evaluation script for each converted iteration: sbatch'ed with --dependency=afterok on its conversion task (run after it with the local executor); gets the HF folder as $1 and M2H_HF_PATH, M2H_ITERATION, M2H_LOG_NAME", Kind::Value, true},

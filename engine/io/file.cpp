@@ -110,6 +110,11 @@ void sync_path(const std::string& path) {
     if (rc != 0) throw Error(path, "fsync failed: " + why);
 }
 
+void write_text_file(const std::string& path, std::string_view text) {
+    File f(path, File::Mode::CreateTruncate);
+    f.write_at(0, std::as_bytes(std::span(text.data(), text.size())));
+}
+
 std::string read_text_file(const std::string& path) {
     File f(path, File::Mode::Read);
     const auto n = f.size();

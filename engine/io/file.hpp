@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 namespace m2h::io {
 
@@ -43,6 +44,9 @@ void sync_path(const std::string& path);
 
 // Reads a whole small file (tracker files, metadata.json, assets).
 std::string read_text_file(const std::string& path);
+
+// Creates (or truncates) `path` holding `text` (config.json, the manifest, the model card).
+void write_text_file(const std::string& path, std::string_view text);
 
 // std::filesystem::exists, except that a path that cannot be checked (a symbolic link loop, a permission
 // problem) is an Error naming it rather than a std::filesystem exception.

@@ -23,6 +23,7 @@
 #include "model/hf_config.hpp"
 #include "pipeline/checksum_sink.hpp"
 #include "pipeline/from_root.hpp"
+#include "pipeline/hub_files.hpp"
 #include "pipeline/manifest.hpp"
 #include "plan/hdf5_layout.hpp"
 
@@ -49,25 +50,6 @@ void create_output_files(const plan::OutputLayout& layout, const std::string& di
         file.truncate(f.size);
         file.reserve(f.size);
         file.write_at(0, std::as_bytes(std::span(f.header.data(), f.header.size())));
-    }
-}
-
-void write_text(const std::string& path, const std::string& text) {
-    io::File f(path, io::File::Mode::CreateTruncate);
-    f.write_at(0, std::as_bytes(std::span(text.data(), text.size())));
-}
-
-void copy_assets(const std::string& assets, const std::string& dir) {
-    if (assets.empty()) return;
-    std::error_code ec;
-    if (!fs::is_directory(assets, ec)) throw Error(assets, "--assets is not a folder");
-    for (const auto& e : fs::directory_iterator(assets)) {
-        if (!e.is_regular_file()) continue;
-        const auto name = e.path().filename().string();
-        // The converter owns the weights and config; an asset must not replace them.
-        if (name == "config.json" || name.ends_with(".safetensors") || name == "model.safetensors.index.json") continue;
-        fs::copy_file(e.path(), fs::path(dir) / name, fs::copy_options::overwrite_existing, ec);
-        if (ec) throw Error(e.path().string(), "cannot copy asset: " + ec.message());
     }
 }
 
@@ -136,8 +118,8 @@ json options_json(const ConvertOptions& o) {
 }
 
 // Gathers every writer's checksummed segments on rank 0, which writes the manifest; with --verify every rank
-// then re-reads its share of the files and checks them against it.
-void write_manifest_and_verify(const Comm& comm, const ConvertOptions& options, const std::vector<Segment>& mine,
+// then re-reads its share of the files and checks them against it. Returns the manifest's summary on rank 0.
+std::string write_manifest_and_verify(const Comm& comm, const ConvertOptions& options, const std::vector<Segment>& mine,
                                const plan::OutputLayout& layout, const std::vector<tensors::OutputTensor>& tensors,
                                const Provenance& provenance, const std::string& dir) {
     json local = json::array();
@@ -146,12 +128,14 @@ void write_manifest_and_verify(const Comm& comm, const ConvertOptions& options, 
     for (const auto& from : all_gather_json(comm, local))
         for (const auto& s : from)
             all.push_back({s[0].get<std::uint32_t>(), s[1].get<std::uint64_t>(), s[2].get<std::uint64_t>(), s[3].get<std::uint32_t>()});
+    std::string summary;
     collective(comm, [&] {
         if (comm.rank() != 0) return;
-        const auto manifest = make_manifest(provenance, layout, tensors, tensor_checksums(std::move(all), tensors));
-        write_text((fs::path(dir) / kManifestName).string(), manifest.dump(1) + "\n");
+        const auto crcs = tensor_checksums(std::move(all), tensors);
+        io::write_text_file((fs::path(dir) / kManifestName).string(), make_manifest(provenance, layout, tensors, crcs).dump(1) + "\n");
+        summary = manifest_summary(layout, tensors, crcs);
     });
-    if (!options.verify) return;
+    if (!options.verify) return summary;
     std::uint64_t checked = 0;
     collective(comm, [&] {
         std::vector<std::string> files;
@@ -161,6 +145,7 @@ void write_manifest_and_verify(const Comm& comm, const ConvertOptions& options, 
     });
     checked = comm.sum(checked);
     if (comm.rank() == 0) spdlog::info("verify: {} tensors re-read and matched their checksums", checked);
+    return summary;
 }
 
 // Every output byte is on disk before the folder gets its final name: each rank fsyncs its share of the weight
@@ -206,6 +191,7 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options, IndexSha
                        std::optional<PlannedConversion>& previous) {
     const auto start = Clock::now();
     auto checkpoint = gather_index(comm, std::move(share));
+    const auto indexed = Clock::now();
     const bool root = comm.rank() == 0;
     const bool hdf5 = options.format == "hdf5";
     if (hdf5) collective(comm, [] { io::init_hdf5(); });
@@ -227,7 +213,9 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options, IndexSha
 
     // plan (pure, the same on every rank)
     const std::int64_t planned_for = previous ? previous->index.iteration : 0;
+    const auto plan_start = Clock::now();
     const auto& planned = plan_conversion(comm, options, std::move(checkpoint.index), previous);
+    const auto plan_end = Clock::now();
     const auto& [index, spec, mapping, conversion, chunk_rows, reused] = planned;
     std::vector<std::string> outputs;
     for (const auto& f : conversion.layout.files) outputs.push_back((fs::path(staging_dir) / f.name).string());
@@ -286,6 +274,12 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options, IndexSha
     // move
     const auto move_start = Clock::now();
     const double prepare_seconds = std::chrono::duration<double>(move_start - start).count();
+    const auto ms = [](auto from, auto to) { return std::chrono::duration<double, std::milli>(to - from).count(); };
+    if (root)
+        spdlog::debug("before the first byte moved: {:.2f} ms gathering the index, {:.2f} ms planning, {:.2f} ms for "
+                      "the staging folder and output files, {:.2f} ms in all",
+                      ms(start, indexed), ms(plan_start, plan_end), ms(indexed, plan_start) + ms(plan_end, move_start),
+                      ms(start, move_start));
     auto last_log = move_start;
     const auto describe = [&](std::uint32_t tag) {
         const auto& c = mapping.copies.at(tag);
@@ -307,18 +301,28 @@ ConvertSummary convert(const Comm& comm, const ConvertOptions& options, IndexSha
         {options.memory_budget / 4, options.max_read_rate});
 
     // finish
+    json config;  // rank 0: the config.json written
     collective(comm, [&] {
         fault_point(comm.rank(), "finish");
         if (!root || hdf5) return;
-        write_text((fs::path(staging_dir) / "config.json").string(),
-                   model::hf_config(spec, index.args, mapping.vocab_size, written).dump(2) + "\n");
+        config = write_folder_files(options, index.args, model::hf_config(spec, index.args, mapping.vocab_size, written),
+                                    staging_dir);
         if (conversion.layout.index_json)
-            write_text((fs::path(staging_dir) / "model.safetensors.index.json").string(), *conversion.layout.index_json);
-        copy_assets(options.assets, staging_dir);
+            io::write_text_file((fs::path(staging_dir) / "model.safetensors.index.json").string(), *conversion.layout.index_json);
     });
-    if (!hdf5) write_manifest_and_verify(comm, options, checksums->segments(), conversion.layout, mapping.outputs,
-                                         {iteration_dir, index.iteration, checkpoint.format, options_json(options)},
-                                         staging_dir);
+    if (!hdf5) {
+        const auto manifest = write_manifest_and_verify(comm, options, checksums->segments(), conversion.layout,
+                                                        mapping.outputs,
+                                                        {iteration_dir, index.iteration, checkpoint.format, options_json(options)},
+                                                        staging_dir);
+        collective(comm, [&] {
+            if (!root) return;
+            std::uint64_t parameters = 0;
+            for (const auto& t : mapping.outputs) parameters += t.nbytes() / dtype_size(t.dtype);
+            write_model_card(options, {index.args, config, index.iteration, iteration_dir, checkpoint.format, parameters, manifest},
+                             staging_dir);
+        });
+    }
     ConvertSummary summary;
     summary.bytes_read = comm.sum(stats.bytes_read);
     summary.process_bytes_read = comm.sum(io::process_bytes_read() - read_before);

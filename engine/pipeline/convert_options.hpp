@@ -1,6 +1,7 @@
 #pragma once
 // What the command line asks of a conversion.
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -28,6 +29,9 @@ struct ConvertOptions {
     std::string format = "safetensors";              // or "hdf5" (docs/hdf5.md): `output` is then an .h5 file
     std::string group;                               // hdf5: the group to write; empty: iter_NNNNNNN
     std::optional<int> zstd_level;                   // hdf5: compress datasets with zstd at this level
+    bool model_card = true;                          // safetensors: write README.md (hub/model_card.hpp)
+    std::string model_card_template;                 // its template's text; empty: the default
+    std::map<std::string, std::string> model_card_fields;  // --model-card-field NAME=VALUE, over the derived ones
 };
 
 }  // namespace m2h::pipeline

@@ -1,8 +1,11 @@
 #include "pipeline/manifest.hpp"
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <map>
+
+#include <fmt/format.h>
 
 #include "common/crc32c.hpp"
 #include "common/error.hpp"
@@ -40,6 +43,22 @@ std::vector<std::uint32_t> tensor_checksums(std::vector<Segment> segments, const
     for (std::size_t t = 0; t < tensors.size(); ++t)
         if (covered[t] != tensors[t].nbytes()) throw Error(tensors[t].name, "not every byte was checksummed");
     return crc;
+}
+
+std::string manifest_summary(const plan::OutputLayout& layout, const std::vector<tensors::OutputTensor>& tensors,
+                             const std::vector<std::uint32_t>& crcs) {
+    std::uint32_t combined = 0;
+    for (const auto crc : crcs) {
+        const std::array<std::byte, 4> le{std::byte(crc & 0xff), std::byte((crc >> 8) & 0xff), std::byte((crc >> 16) & 0xff),
+                                          std::byte(crc >> 24)};
+        combined = crc32c(le, combined);
+    }
+    std::uint64_t bytes = 0;
+    for (const auto& t : tensors) bytes += t.nbytes();
+    std::string grouped = std::to_string(bytes);
+    for (auto i = grouped.size(); i > 3; i -= 3) grouped.insert(i - 3, ",");
+    return fmt::format("{} tensors, {} bytes in {} file{}; CRC-32C of the tensors' CRC-32Cs in order: {:08x}", tensors.size(),
+                       grouped, layout.files.size(), layout.files.size() == 1 ? "" : "s", combined);
 }
 
 json make_manifest(const Provenance& p, const plan::OutputLayout& layout, const std::vector<tensors::OutputTensor>& tensors,

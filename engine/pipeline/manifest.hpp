@@ -40,6 +40,10 @@ struct Provenance {
 nlohmann::json make_manifest(const Provenance& provenance, const plan::OutputLayout& layout,
                              const std::vector<tensors::OutputTensor>& tensors, const std::vector<std::uint32_t>& crcs);
 
+// "21 tensors, 213,632 bytes in 1 file; CRC-32C of the tensors' CRC-32Cs in order: 1a2b3c4d", for the model card.
+std::string manifest_summary(const plan::OutputLayout& layout, const std::vector<tensors::OutputTensor>& tensors,
+                             const std::vector<std::uint32_t>& crcs);
+
 // Re-reads every file listed in DIR's manifest, applies the reference safetensors reader's rules, and checks
 // each tensor's dtype, shape and CRC. `only_files`: check just these file names (for splitting the work over
 // ranks); empty means all. Throws m2h::Error naming the file and tensor on the first mismatch.

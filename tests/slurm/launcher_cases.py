@@ -189,7 +189,12 @@ def check_outputs(pairs, convert_logs=None, assets=True):
             for name, text in ASSET_FILES.items():
                 with open(os.path.join(out, name)) as f:
                     check(f.read() == text, f"{out}/{name}: not the Open-Sci-hf sample file")
-            check(not os.path.exists(os.path.join(out, "README.md")), f"{out}: README.md copied")
+            # README.md is this iteration's model card, not the Open-Sci-hf sample's, and names its training log.
+            with open(os.path.join(out, "README.md")) as f:
+                card = f.read()
+            log = os.path.basename(os.path.dirname(os.path.dirname(out)))
+            check(card.startswith("---\nlibrary_name: transformers\n") and f"| training log | `{log}.out` |" in card,
+                  f"{out}/README.md: not a model card naming {log}.out")
 
 
 def status(launcher, convert_logs, extra=()):
