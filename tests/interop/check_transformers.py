@@ -3,7 +3,8 @@
     python check_transformers.py --hf OUT --reference GEN/reference [--tolerance 1e-4] [--swap qk|gate_up|experts]
                                  [--expect-mismatch] [--report FILE.json]
 
-Passes when AutoModelForCausalLM.from_pretrained reports no missing, unexpected or mismatched keys, the float32
+Passes when AutoModelForCausalLM.from_pretrained reports no missing, unexpected or mismatched keys,
+generation_config.json holds the special-token ids GenerationConfig.from_model_config gives for the config, the float32
 logits are within --tolerance (max abs) of Megatron's float32 logits, the greedy tokens equal Megatron's, and,
 for bf16/fp16 checkpoints, the logits computed in that dtype are within --native-tolerance of Megatron's.
 
@@ -126,6 +127,14 @@ def compare(a):
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
         if info.get(kind):
             problems.append(f"{kind}: {info[kind]}")
+    # generation_config.json: the special-token ids save_pretrained would write for the loaded config.
+    ids = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    written = transformers.GenerationConfig.from_pretrained(a.hf)
+    derived = transformers.GenerationConfig.from_model_config(model.config)
+    report["generation_config"] = {k: getattr(written, k, None) for k in ids}
+    if report["generation_config"] != {k: getattr(derived, k, None) for k in ids}:
+        problems.append(f"generation_config.json {report['generation_config']} differs from the config's ids "
+                        f"{ {k: getattr(derived, k, None) for k in ids} }")
     if a.swap:
         swap(model, a.swap)
     with torch.no_grad():

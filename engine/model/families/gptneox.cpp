@@ -36,6 +36,9 @@ constexpr std::array kTensors{
 void config(const ModelSpec& s, nlohmann::json& c) {
     c["architectures"] = {"GPTNeoXForCausalLM"};
     c["model_type"] = "gpt_neox";
+    // Not in the Megatron args (they belong to the tokenizer): GPTNeoXConfig's defaults.
+    c["bos_token_id"] = 0;
+    c["eos_token_id"] = 2;
     c["hidden_act"] = "gelu";
     c["layer_norm_eps"] = c["rms_norm_eps"];
     c["rotary_emb_base"] = c["rope_theta"];

@@ -11,6 +11,9 @@ constexpr auto kTensors = concat(blocks::kEmbedding, blocks::kAttention, blocks:
 void config(const ModelSpec& s, nlohmann::json& c) {
     c["architectures"] = {"MistralForCausalLM"};
     c["model_type"] = "mistral";
+    // Not in the Megatron args (they belong to the tokenizer): MistralConfig's defaults.
+    c["bos_token_id"] = 1;
+    c["eos_token_id"] = 2;
     // Megatron's window (N, 0) lets a query see itself and N earlier keys; HF's sliding_window counts the query.
     c["sliding_window"] = *s.window + 1;
 }

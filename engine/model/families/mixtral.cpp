@@ -22,6 +22,9 @@ constexpr auto kTensors = concat(blocks::kEmbedding, blocks::kAttention, kExpert
 void config(const ModelSpec& s, nlohmann::json& c) {
     c["architectures"] = {"MixtralForCausalLM"};
     c["model_type"] = "mixtral";
+    // Not in the Megatron args (they belong to the tokenizer): MixtralConfig's defaults.
+    c["bos_token_id"] = 1;
+    c["eos_token_id"] = 2;
     c["intermediate_size"] = s.moe.ffn_hidden_size;  // Mixtral's only MLP is the experts'
     c["num_local_experts"] = s.moe.num_experts;
     c["num_experts_per_tok"] = s.moe.topk;
