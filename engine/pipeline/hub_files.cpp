@@ -30,11 +30,11 @@ void copy_into(const fs::path& from, const std::string& dir) {
 
 // The args' tokenizer, unless --assets brings one (its files would replace these anyway).
 void copy_tokenizer(const json& args, const std::string& assets, const std::string& dir) {
-    const auto found = hub::find_tokenizer(args, hub::tokenizer_environment());
     if (!assets.empty() && !hub::tokenizer_files(assets).empty()) {
-        spdlog::debug("tokenizer: from --assets{}", found.named.empty() ? "" : " rather than '" + found.named + "'");
+        spdlog::debug("tokenizer: from --assets, the args' one not looked for");
         return;
     }
+    const auto found = hub::find_tokenizer(args, hub::tokenizer_environment());
     if (found.named.empty()) {
         spdlog::debug("tokenizer: the args name no Hugging Face tokenizer");
         return;
